@@ -1,0 +1,124 @@
+"""The array-module shim: one code path for NumPy (CPU) and CuPy (GPU).
+
+Model code never imports NumPy or CuPy for array math. It asks
+``get_array_module(*arrays)`` which module owns its arrays and calls that
+module (``xp``) instead, in the style of CuPy's own ``get_array_module``.
+
+CuPy is imported lazily, only when a caller asks for it, so NumPy users
+never pay for (or depend on) a GPU stack.
+"""
+
+import os
+import sys
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy", "auto")
+
+_CUPY_HELP = (
+    "CuPy is not installed. For an NVIDIA GPU with CUDA 12, run "
+    "`pip install 'minivae[cuda]'` (or `pip install cupy-cuda12x`); for CUDA 13, "
+    "`pip install cupy-cuda13x`. Or use backend='numpy'."
+)
+
+
+def _import_cupy():
+    """Return the ``cupy`` module, with an install hint if it is missing."""
+    try:
+        import cupy
+    except ImportError as err:
+        raise ImportError(_CUPY_HELP) from err
+    return cupy
+
+
+def _loaded_cupy():
+    """The ``cupy`` module if something already imported it, else None.
+
+    Arrays can only be CuPy arrays if CuPy was imported, so type checks never
+    need to import it themselves.
+    """
+    return sys.modules.get("cupy")
+
+
+def gpu_available():
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        cupy = _import_cupy()
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no CuPy, no driver, no device: all mean "no GPU"
+        return False
+
+
+def default_backend():
+    """The backend named by ``MINIVAE_BACKEND``, else ``"numpy"``."""
+    return os.environ.get("MINIVAE_BACKEND", "numpy")
+
+
+def resolve(name=None):
+    """Turn a backend name into its array module.
+
+    Parameters
+    ----------
+    name : {"numpy", "cupy", "auto"} or None
+        ``"auto"`` picks CuPy when it imports and sees a GPU, else NumPy.
+        ``None`` reads ``MINIVAE_BACKEND`` (default ``"numpy"``).
+    """
+    if name is None:
+        name = default_backend()
+    if not isinstance(name, str) or name.lower() not in BACKENDS:
+        raise ValueError(
+            f"unknown backend {name!r}; choose one of {', '.join(map(repr, BACKENDS))} "
+            "(check the backend argument or the MINIVAE_BACKEND variable)"
+        )
+    name = name.lower()
+    if name == "numpy":
+        return np
+    if name == "cupy":
+        return _import_cupy()
+    return _import_cupy() if gpu_available() else np
+
+
+def name_of(xp):
+    """``"numpy"`` or ``"cupy"`` for an array module."""
+    return "numpy" if xp is np else "cupy"
+
+
+def get_array_module(*arrays):
+    """The module (NumPy or CuPy) that owns the given arrays.
+
+    Non-array arguments (Python scalars, None) are ignored. Mixing NumPy and
+    CuPy arrays is an error: moving data between devices must be explicit.
+    """
+    cupy = _loaded_cupy()
+    found = None
+    for a in arrays:
+        if cupy is not None and isinstance(a, cupy.ndarray):
+            xp = cupy
+        elif isinstance(a, (np.ndarray, np.generic)):
+            xp = np
+        else:
+            continue
+        if found is not None and xp is not found:
+            raise ValueError(
+                "arrays live on different backends (NumPy and CuPy); move them "
+                "to one with minivae.backend.to_backend(array, name) first"
+            )
+        found = xp
+    return np if found is None else found
+
+
+def to_numpy(a):
+    """A NumPy copy (or view) of any array; CuPy arrays are copied to the host."""
+    cupy = _loaded_cupy()
+    if cupy is not None and isinstance(a, cupy.ndarray):
+        return cupy.asnumpy(a)
+    return np.asarray(a)
+
+
+def to_backend(a, xp, dtype=None):
+    """Move an array to the array module ``xp`` (or a backend name)."""
+    if isinstance(xp, str):
+        xp = resolve(xp)
+    if get_array_module(a) is not xp:
+        a = to_numpy(a) if xp is np else a
+    return xp.asarray(a, dtype=dtype)

@@ -1,0 +1,161 @@
+"""Hand-written layers: forward stores what backward needs; backward applies the chain rule.
+
+Every layer follows one contract:
+
+* ``forward(...)`` computes the output and overwrites ``self.cache`` with the
+  arrays backward will need (never appends, so memory does not grow).
+* ``backward(dout)`` takes dL/d(output) and returns dL/d(input); a layer with
+  parameters also writes dL/d(parameter) into ``self.grads``.
+* ``self.params`` and ``self.grads`` are dicts with the same keys.
+
+Shapes: ``N`` examples in a batch, ``D`` input features, ``H`` output features.
+"""
+
+from .backend import get_array_module
+
+
+class Layer:
+    """Base class: parameter/gradient dicts and the forward-before-backward guard."""
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.cache = None
+
+    def _cached(self):
+        if self.cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() was called before forward(): "
+                "run forward on a batch first, then backward with the gradient of its output"
+            )
+        return self.cache
+
+
+class Dense(Layer):
+    """Affine layer ``y = x @ W + b``.
+
+    Parameters ``W`` of shape ``(D, H)`` and ``b`` of shape ``(H,)``.
+
+    Notes
+    -----
+    With ``dy = dL/dy`` of shape ``(N, H)``:
+    ``dL/dW = x^T dy``, ``dL/db = sum_n dy[n]``, ``dL/dx = dy W^T``.
+    """
+
+    def __init__(self, W, b, dW=None, db=None):
+        super().__init__()
+        xp = get_array_module(W, b)
+        self.params = {"W": W, "b": b}
+        # Gradients may be given as views into a caller's buffer (the VAE keeps
+        # all of them in one vector); otherwise the layer owns them.
+        self.grads = {
+            "W": xp.zeros_like(W) if dW is None else dW,
+            "b": xp.zeros_like(b) if db is None else db,
+        }
+
+    def forward(self, x):
+        """``x`` (N, D) -> ``y`` (N, H); caches ``x``."""
+        self.cache = x
+        xp = get_array_module(x)
+        y = xp.matmul(x, self.params["W"])  # (N, D) @ (D, H) -> (N, H)
+        y += self.params["b"]  # broadcast b over the batch
+        return y
+
+    def backward(self, dy, need_dx=True):
+        """``dy`` (N, H) -> ``dx`` (N, D); fills ``grads``.
+
+        ``need_dx=False`` skips dL/dx, which the first layer of a network
+        (whose input is the data) never needs.
+        """
+        x = self._cached()
+        xp = get_array_module(dy)
+        xp.matmul(x.T, dy, out=self.grads["W"])  # dL/dW = x^T dy      (D, H)
+        dy.sum(axis=0, out=self.grads["b"])  # dL/db = sum_n dy[n]  (H,)
+        if not need_dx:
+            return None
+        return xp.matmul(dy, self.params["W"].T)  # dL/dx = dy W^T  (N, D)
+
+
+class ReLU(Layer):
+    """``y = max(x, 0)``; ``dy/dx = 1`` where ``x > 0``, else 0."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        y = xp.maximum(x, 0)
+        self.cache = y
+        return y
+
+    def backward(self, dy):
+        y = self._cached()
+        dx = dy * (y > 0)  # dy/dx = 1[x > 0]  (y > 0 exactly where x > 0)
+        return dx
+
+
+class Tanh(Layer):
+    """``y = tanh(x)``; ``dy/dx = 1 - y^2``."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        y = xp.tanh(x)
+        self.cache = y
+        return y
+
+    def backward(self, dy):
+        y = self._cached()
+        return dy * (1 - y * y)  # dy/dx = 1 - tanh(x)^2
+
+
+class Sigmoid(Layer):
+    """``y = 1 / (1 + exp(-x))``; ``dy/dx = y (1 - y)``."""
+
+    def forward(self, x):
+        y = sigmoid(x)
+        self.cache = y
+        return y
+
+    def backward(self, dy):
+        y = self._cached()
+        return dy * y * (1 - y)  # dy/dx = sigmoid(x) (1 - sigmoid(x))
+
+
+def sigmoid(x):
+    """Numerically stable logistic function, exact for any finite ``x``.
+
+    Uses ``s = exp(-|x|)`` (never overflows): ``1 / (1 + s)`` for ``x >= 0``
+    and ``s / (1 + s)`` for ``x < 0``.
+    """
+    xp = get_array_module(x)
+    s = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1, s) / (1 + s)
+
+
+ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+
+
+class GaussianSample(Layer):
+    """The reparameterisation trick: ``z = mu + sigma * eps`` with ``sigma = exp(logvar / 2)``.
+
+    The noise ``eps ~ N(0, I)`` is an *input*, so the sample is a
+    deterministic, differentiable function of ``mu`` and ``logvar``.
+
+    Notes
+    -----
+    Backward is the chain rule written out:
+    ``dz/dmu = 1``, ``dz/dsigma = eps``, ``dsigma/dlogvar = sigma / 2``, so
+    ``dL/dmu = dL/dz`` and ``dL/dlogvar = dL/dz * eps * sigma / 2``.
+    """
+
+    def forward(self, mu, logvar, eps):
+        """``mu``, ``logvar``, ``eps`` all (N, K) -> ``z`` (N, K)."""
+        xp = get_array_module(mu, logvar, eps)
+        sigma = xp.exp(0.5 * logvar)  # sigma = exp(logvar / 2): logvar is log sigma^2
+        self.cache = (sigma, eps)  # the *same* eps must be used in backward
+        return mu + sigma * eps
+
+    def backward(self, dz):
+        """``dz`` (N, K) -> ``(dmu, dlogvar)``, both (N, K)."""
+        sigma, eps = self._cached()
+        dmu = dz * 1  # dz/dmu = 1
+        dsigma = dz * eps  # dz/dsigma = eps
+        dlogvar = dsigma * (sigma / 2)  # dsigma/dlogvar = sigma / 2
+        return dmu, dlogvar

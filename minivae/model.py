@@ -1,0 +1,364 @@
+"""The variational autoencoder: encoder, reparameterised sample, decoder, ELBO and its gradient."""
+
+import numpy as np
+
+from .backend import get_array_module, name_of, resolve, to_backend
+from .layers import ACTIVATIONS, Dense, GaussianSample, sigmoid
+from .losses import bernoulli_nll, gaussian_nll, gaussian_nll_learned, kl_per_dimension
+from .validation import as_batch, check_choice, check_positive
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+DTYPES = ("float32", "float64")
+
+
+class VAE:
+    """A variational autoencoder with dense layers and hand-written backprop.
+
+    ``x -> encoder q(z|x) = N(mu, diag(sigma^2)) -> z = mu + sigma * eps -> decoder p(x|z)``.
+
+    Parameters
+    ----------
+    input_dim : int
+        Features per example ``D`` (64 for the 8x8 digits, 784 for MNIST).
+    hidden_dims : tuple of int
+        Hidden layer sizes of the encoder; the decoder uses them reversed.
+        ``()`` makes both linear.
+    latent_dim : int
+        Size ``K`` of the latent code ``z``.
+    activation : {"relu", "tanh"}
+    likelihood : {"bernoulli", "gaussian"}
+        ``p(x|z)``: Bernoulli pixels (decoder outputs logits) or a Gaussian
+        (decoder outputs the mean).
+    decoder_std : float or "learned"
+        Gaussian only: a fixed standard deviation, or ``"learned"`` for a
+        per-pixel log-variance head ``decoder.logvar``.
+    beta : float
+        Weight of the KL term (``beta = 1`` is the ELBO; other values give a beta-VAE).
+    dtype : {"float32", "float64"}
+    backend : {"numpy", "cupy", "auto"} or None
+        ``None`` reads ``MINIVAE_BACKEND`` (default NumPy).
+    seed : int
+        Seeds the model's one random generator (initial weights, noise, shuffling).
+
+    Attributes
+    ----------
+    params : dict
+        Name -> array, in forward order (``encoder.0.W`` ... ``decoder.out.b``).
+        All are views into one flat vector, so an optimiser updates them in one pass.
+    xp : module
+        The array module (NumPy or CuPy) holding the parameters.
+    history_ : list of dict
+        One row per trained epoch (see :meth:`fit`).
+    """
+
+    def __init__(self, input_dim, hidden_dims=(400,), latent_dim=20, activation="relu",
+                 likelihood="bernoulli", decoder_std=1.0, beta=1.0, dtype="float32",
+                 backend=None, seed=0):
+        self.input_dim = check_positive("input_dim", input_dim, integer=True)
+        if isinstance(hidden_dims, (int, np.integer)):
+            hidden_dims = (hidden_dims,)
+        self.hidden_dims = tuple(check_positive("each hidden size", h, integer=True) for h in hidden_dims)
+        self.latent_dim = check_positive("latent_dim", latent_dim, integer=True)
+        self.activation = check_choice("activation", activation, ("relu", "tanh"))
+        self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
+        if decoder_std != "learned":
+            try:
+                check_positive("decoder_std", decoder_std)
+            except ValueError:
+                raise ValueError(f"decoder_std must be a number > 0 or 'learned'; got {decoder_std!r}") from None
+        self.decoder_std = decoder_std
+        self.beta = check_positive("beta", beta, allow_zero=True)
+        self.dtype = _check_dtype(dtype)
+        self.seed = seed
+        self.rng_ = np.random.default_rng(seed)
+        self.history_ = []
+        self.optimizer_ = None
+        flat = _init_params(self._param_shapes(), self.rng_, self.dtype)
+        self._bind(resolve(backend).asarray(flat))
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def learned_variance(self):
+        return self.likelihood == "gaussian" and self.decoder_std == "learned"
+
+    def get_config(self):
+        """The constructor arguments, as plain Python values."""
+        return {
+            "input_dim": self.input_dim, "hidden_dims": list(self.hidden_dims),
+            "latent_dim": self.latent_dim, "activation": self.activation,
+            "likelihood": self.likelihood, "decoder_std": self.decoder_std, "beta": self.beta,
+            "dtype": self.dtype.name, "seed": self.seed,
+        }
+
+    def _param_shapes(self):
+        """Name -> shape of every parameter, in forward order."""
+        shapes = {}
+
+        def dense(prefix, fan_in, fan_out):
+            shapes[f"{prefix}.W"] = (fan_in, fan_out)
+            shapes[f"{prefix}.b"] = (fan_out,)
+
+        enc = (self.input_dim, *self.hidden_dims)
+        for i, (a, b) in enumerate(zip(enc[:-1], enc[1:])):
+            dense(f"encoder.{i}", a, b)
+        dense("encoder.mu", enc[-1], self.latent_dim)
+        dense("encoder.logvar", enc[-1], self.latent_dim)
+        dec = (self.latent_dim, *reversed(self.hidden_dims))
+        for i, (a, b) in enumerate(zip(dec[:-1], dec[1:])):
+            dense(f"decoder.{i}", a, b)
+        dense("decoder.out", dec[-1], self.input_dim)
+        if self.learned_variance:
+            dense("decoder.logvar", dec[-1], self.input_dim)
+        return shapes
+
+    def _bind(self, flat):
+        """Make ``flat`` the parameter vector: slice it into per-layer views and build the layers."""
+        xp = get_array_module(flat)
+        self.xp = xp
+        self.backend = name_of(xp)
+        self.flat_params = flat
+        self.flat_grads = xp.zeros_like(flat)
+        self.params, self._grads = {}, {}
+        start = 0
+        for name, shape in self._param_shapes().items():
+            stop = start + int(np.prod(shape))
+            self.params[name] = flat[start:stop].reshape(shape)
+            self._grads[name] = self.flat_grads[start:stop].reshape(shape)
+            start = stop
+
+        def dense(prefix):
+            p, g = self.params, self._grads
+            return Dense(p[prefix + ".W"], p[prefix + ".b"], g[prefix + ".W"], g[prefix + ".b"])
+
+        act = ACTIVATIONS[self.activation]
+        n = len(self.hidden_dims)
+        self._encoder = [(dense(f"encoder.{i}"), act()) for i in range(n)]
+        self._mu_head = dense("encoder.mu")
+        self._logvar_head = dense("encoder.logvar")
+        self._sampler = GaussianSample()
+        self._decoder = [(dense(f"decoder.{i}"), act()) for i in range(n)]
+        self._out = dense("decoder.out")
+        self._dec_logvar = dense("decoder.logvar") if self.learned_variance else None
+
+    def to(self, backend_name):
+        """Move the model (parameters and optimiser state) to ``"numpy"`` or ``"cupy"``; returns self."""
+        xp = resolve(backend_name)
+        self._bind(to_backend(self.flat_params, xp))
+        if self.optimizer_ is not None:
+            self.optimizer_.to(xp)
+        return self
+
+    @property
+    def n_params(self):
+        return int(self.flat_params.size)
+
+    def __repr__(self):
+        return (f"VAE(input_dim={self.input_dim}, hidden_dims={self.hidden_dims}, "
+                f"latent_dim={self.latent_dim}, likelihood={self.likelihood!r}, "
+                f"backend={self.backend!r}, params={self.n_params:,})")
+
+    # ------------------------------------------------------------------ forward pieces
+    def _encode(self, x):
+        """``x`` (N, D) -> ``mu``, ``logvar`` (N, K); layers cache for backward."""
+        h = x
+        for dense, act in self._encoder:
+            h = act.forward(dense.forward(h))  # (N, H_i)
+        return self._mu_head.forward(h), self._logvar_head.forward(h)
+
+    def _decode(self, z):
+        """``z`` (N, K) -> decoder output (N, D) (logits or mean) and the learned logvar or None."""
+        h = z
+        for dense, act in self._decoder:
+            h = act.forward(dense.forward(h))  # (N, H_i)
+        out = self._out.forward(h)
+        logvar = self._dec_logvar.forward(h) if self.learned_variance else None
+        return out, logvar
+
+    def _nll(self, x, out, dec_logvar):
+        """``-log p(x|z)`` per example and its gradients w.r.t. the decoder's outputs."""
+        if self.likelihood == "bernoulli":
+            nll, dout = bernoulli_nll(out, x)
+            return nll, dout, None
+        if self.learned_variance:
+            return gaussian_nll_learned(x, out, dec_logvar)
+        nll, dout = gaussian_nll(x, out, float(self.decoder_std))
+        return nll, dout, None
+
+    # ------------------------------------------------------------------ backward pieces
+    def _decode_backward(self, dout, ddec_logvar):
+        """dL/d(decoder outputs) -> dL/dz, filling the decoder's gradients."""
+        dh = self._out.backward(dout)
+        if self.learned_variance:
+            dh += self._dec_logvar.backward(ddec_logvar)  # both heads read the same h
+        for dense, act in reversed(self._decoder):
+            dh = dense.backward(act.backward(dh))
+        return dh
+
+    def _encode_backward(self, dmu, dlogvar):
+        """dL/dmu, dL/dlogvar -> the encoder's gradients (dL/dx is never needed)."""
+        deep = bool(self._encoder)
+        dh = self._mu_head.backward(dmu, need_dx=deep)
+        dh_logvar = self._logvar_head.backward(dlogvar, need_dx=deep)
+        if not deep:
+            return
+        dh += dh_logvar  # both heads read the same h
+        for i in reversed(range(len(self._encoder))):
+            dense, act = self._encoder[i]
+            dh = dense.backward(act.backward(dh), need_dx=i > 0)
+
+    def _forward_backward(self, x, eps, kl_weight=None, free_bits=0.0):
+        """One pass over a checked batch: returns ``(loss, rec, kl)`` and fills ``flat_grads``.
+
+        ``loss = mean_n [ -log p(x_n|z_n) ] + kl_weight * KL``, where KL is the
+        batch mean of ``KL(q(z|x_n) || p(z))``; with ``free_bits > 0`` each
+        latent dimension's batch-mean KL counts as at least ``free_bits`` nats
+        (and passes no gradient while below that floor). ``rec`` and ``kl`` are
+        the plain batch means, for reporting.
+        """
+        xp = self.xp
+        N = x.shape[0]
+        w = self.beta if kl_weight is None else kl_weight
+
+        # forward: x -> (mu, logvar) -> z -> p(x|z)
+        mu, logvar = self._encode(x)  # (N, K) each
+        z = self._sampler.forward(mu, logvar, eps)  # (N, K)
+        out, dec_logvar = self._decode(z)  # (N, D)
+        rec, dout, ddec_logvar = self._nll(x, out, dec_logvar)  # (N,), (N, D)
+        kl_dims, dmu_kl, dlogvar_kl = kl_per_dimension(mu, logvar)  # (N, K) each
+        rec_mean = float(rec.mean())
+        kl_mean = float(kl_dims.sum(axis=1).mean())
+        if free_bits > 0:
+            kl_batch = kl_dims.mean(axis=0)  # (K,) batch-mean KL per dimension
+            above = kl_batch > free_bits  # below the floor: constant, no gradient
+            kl_term = float(xp.maximum(kl_batch, free_bits).sum())
+            dmu_kl *= above
+            dlogvar_kl *= above
+        else:
+            kl_term = kl_mean
+        loss = rec_mean + w * kl_term
+
+        # backward: every term is a batch mean, so each per-example gradient carries 1/N
+        dout *= 1.0 / N
+        if ddec_logvar is not None:
+            ddec_logvar *= 1.0 / N
+        dz = self._decode_backward(dout, ddec_logvar)  # (N, K)
+        dmu, dlogvar = self._sampler.backward(dz)  # through z = mu + sigma * eps
+        dmu += (w / N) * dmu_kl  # the KL term also depends on mu ...
+        dlogvar += (w / N) * dlogvar_kl  # ... and on logvar directly
+        self._encode_backward(dmu, dlogvar)
+        return loss, rec_mean, kl_mean
+
+    # ------------------------------------------------------------------ checked inputs
+    def _batch(self, x, name="x"):
+        return as_batch(x, self.xp, self.dtype, self.input_dim, name=name,
+                        unit_interval=self.likelihood == "bernoulli")
+
+    def _latents(self, z, name="z"):
+        return as_batch(z, self.xp, self.dtype, self.latent_dim, name=name)
+
+    def _eps(self, eps, n):
+        """Check an injected noise array, or draw ``eps ~ N(0, I)`` of shape (n, K) from the model's generator."""
+        if eps is None:
+            return self._draw_normal((n, self.latent_dim))
+        eps = self._latents(eps, name="eps")
+        if eps.shape[0] != n:
+            raise ValueError(f"eps has {eps.shape[0]} rows but x has {n}; pass eps of shape ({n}, {self.latent_dim})")
+        return eps
+
+    def _draw_normal(self, shape):
+        # Noise is drawn on the host from the one seeded generator and then
+        # moved: NumPy and CuPy runs with the same seed see the same eps.
+        return self.xp.asarray(self.rng_.standard_normal(shape, dtype=self.dtype))
+
+    # ------------------------------------------------------------------ public API
+    def loss_and_grads(self, x, eps=None):
+        """The training loss and its gradient with respect to every parameter.
+
+        Parameters
+        ----------
+        x : (N, D) array
+        eps : (N, K) array, optional
+            Freezes the noise of ``z = mu + sigma * eps`` (for gradient checks);
+            drawn from the model's generator when omitted.
+
+        Returns
+        -------
+        loss : float
+            Batch mean of the negative ELBO in nats, KL weighted by ``beta``.
+        grads : dict
+            Same keys and shapes as ``params``; fresh copies.
+        """
+        x = self._batch(x)
+        loss, _, _ = self._forward_backward(x, self._eps(eps, x.shape[0]))
+        return loss, {name: g.copy() for name, g in self._grads.items()}
+
+    def encode(self, x):
+        """The posterior ``q(z|x)``: ``(mu, logvar)``, each (N, K)."""
+        return self._encode(self._batch(x))
+
+    def decode(self, z):
+        """The mean of ``p(x|z)`` (N, D): pixel probabilities (Bernoulli) or the Gaussian mean."""
+        out, _ = self._decode(self._latents(z))
+        return sigmoid(out) if self.likelihood == "bernoulli" else out
+
+    def reconstruct(self, x):
+        """Decode the posterior mean of each input: ``decode(encode(x)[0])``."""
+        mu, _ = self.encode(x)
+        return self.decode(mu)
+
+    def sample(self, n):
+        """``n`` draws from the model: ``z ~ N(0, I)``, then the mean of ``p(x|z)``; (n, D)."""
+        check_positive("n", n, integer=True)
+        return self.decode(self._draw_normal((n, self.latent_dim)))
+
+    def elbo(self, x, n_samples=1, eps=None):
+        """Per-example ELBO ``E_q[log p(x|z)] - KL(q(z|x) || p(z))`` in nats, shape (N,).
+
+        The expectation is estimated with ``n_samples`` reparameterised draws
+        (the KL is exact). ``beta`` does not enter: this is the true bound on
+        ``log p(x)``. ``eps`` of shape (N, K) fixes the noise for one sample.
+        """
+        check_positive("n_samples", n_samples, integer=True)
+        x = self._batch(x)
+        mu, logvar = self._encode(x)
+        kl = kl_per_dimension(mu, logvar)[0].sum(axis=1)
+        rec = 0
+        for s in range(n_samples):
+            z = self._sampler.forward(mu, logvar, self._eps(eps if s == 0 else None, x.shape[0]))
+            rec = rec + self._nll(x, *self._decode(z))[0]
+        return -(rec / n_samples) - kl
+
+    def fit(self, x, epochs=10, **options):
+        """Train on ``x`` (N, D) with minibatch Adam or SGD; returns ``self``. See :func:`minivae.training.fit`."""
+        from .training import fit
+        return fit(self, x, epochs=epochs, **options)
+
+    def save(self, path):
+        """Write a checkpoint (see :func:`minivae.checkpoint.save`)."""
+        from .checkpoint import save
+        save(self, path)
+
+    @classmethod
+    def load(cls, path, backend=None):
+        """Read a checkpoint onto a backend (see :func:`minivae.checkpoint.load`)."""
+        from .checkpoint import load
+        return load(path, backend=backend)
+
+
+def _check_dtype(dtype):
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = dtype
+    return np.dtype(check_choice("dtype", name, DTYPES))
+
+
+def _init_params(shapes, rng, dtype):
+    """One flat vector: ``W`` and ``b`` uniform in ``+-1/sqrt(fan_in)`` (PyTorch's ``nn.Linear`` default)."""
+    parts = []
+    for name, shape in shapes.items():
+        fan_in = shape[0] if name.endswith(".W") else shapes[name[:-2] + ".W"][0]
+        bound = 1.0 / np.sqrt(fan_in)
+        parts.append(rng.uniform(-bound, bound, size=int(np.prod(shape))))
+    return np.concatenate(parts).astype(dtype)
+

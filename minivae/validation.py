@@ -1,0 +1,63 @@
+"""Input checks shared by the model, training and the CLI.
+
+Each check raises ``ValueError`` naming what is wrong and what would be right.
+"""
+
+import numpy as np
+
+from .backend import to_backend
+
+
+def check_choice(name, value, choices):
+    """``value`` must be one of ``choices`` (strings compared case-insensitively)."""
+    key = value.lower() if isinstance(value, str) else value
+    if key not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}")
+    return key
+
+
+def check_positive(name, value, integer=False, allow_zero=False):
+    """``value`` must be a positive (or non-negative) number, or integer."""
+    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if allow_zero else value > 0) and np.isfinite(value)
+    if not ok:
+        what = "integer" if integer else "number"
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite {what} {bound}; got {value!r}")
+    return value
+
+
+def as_batch(x, xp, dtype, features, name="x", unit_interval=False):
+    """Check and move a batch to the backend ``xp`` as a ``(N, features)`` array of ``dtype``.
+
+    Raises ``ValueError`` for a wrong rank or feature count, an empty batch,
+    NaN or inf, and (``unit_interval=True``) values outside [0, 1].
+    """
+    try:
+        a = to_backend(x, xp, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a numeric array of shape (N, {features}): {err}") from None
+    if a.ndim != 2:
+        hint = " Flatten images first, e.g. x.reshape(len(x), -1)." if a.ndim > 2 else ""
+        raise ValueError(f"{name} must be 2-D with shape (N, {features}); got shape {tuple(a.shape)}.{hint}")
+    if a.shape[1] != features:
+        raise ValueError(
+            f"{name} has {a.shape[1]} features per example but the model expects {features} "
+            f"(shape (N, {features})); check the data or the model's input_dim"
+        )
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} is empty; pass at least one example")
+    finite = xp.isfinite(a)
+    if not bool(finite.all()):
+        row = int(xp.argmin(finite.all(axis=1)))
+        raise ValueError(f"{name} contains NaN or inf (first in row {row}); remove or impute those values")
+    if unit_interval:
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(
+                f"the Bernoulli likelihood needs {name} in [0, 1] but it spans [{lo:g}, {hi:g}]; "
+                "rescale the data (for 8-bit pixels divide by 255) or use likelihood='gaussian'"
+            )
+    return a
+

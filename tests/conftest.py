@@ -1,0 +1,53 @@
+"""Shared fixtures: the backends every model test runs on."""
+
+import sys
+
+import numpy as np
+import pytest
+
+import strict_cupy
+
+
+def _real_cupy_or_skip():
+    try:
+        import cupy
+    except ImportError:
+        pytest.skip("real CuPy is not installed (pip install cupy-cuda12x); its path is covered by the strict stand-in")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise RuntimeError("no CUDA device")
+    except Exception as err:
+        pytest.skip(f"CuPy is installed but sees no GPU ({err})")
+    return cupy
+
+
+@pytest.fixture(params=["numpy", "strict", "cupy"])
+def backend(request, monkeypatch):
+    """Name of the backend to build models on; "strict" installs the stand-in as ``cupy``.
+
+    Yields the name a model takes (``"numpy"`` or ``"cupy"``).
+    """
+    if request.param == "strict":
+        monkeypatch.setitem(sys.modules, "cupy", strict_cupy.module)
+        return "cupy"
+    if request.param == "cupy":
+        _real_cupy_or_skip()
+        return "cupy"
+    return "numpy"
+
+
+@pytest.fixture
+def strict(monkeypatch):
+    """The strict stand-in, installed as ``cupy``."""
+    monkeypatch.setitem(sys.modules, "cupy", strict_cupy.module)
+    return strict_cupy.module
+
+
+@pytest.fixture
+def real_cupy():
+    return _real_cupy_or_skip()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
