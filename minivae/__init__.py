@@ -2,12 +2,15 @@
 
 __version__ = "0.1.0"
 
-from . import backend, gradcheck, layers, losses, optim
+from . import backend, datasets, gradcheck, latent, layers, losses, optim, plotting
 from .backend import get_array_module, resolve, to_numpy
+from .datasets import load_digits, load_mnist
 from .gradcheck import check_gradients, numerical_gradient, rel_error
 from .model import VAE
+from .training import DivergedError
 
 __all__ = [
-    "VAE", "backend", "check_gradients", "get_array_module", "gradcheck", "layers", "losses",
-    "numerical_gradient", "optim", "rel_error", "resolve", "to_numpy",
+    "VAE", "DivergedError", "backend", "check_gradients", "datasets", "get_array_module", "gradcheck",
+    "latent", "layers", "load_digits", "load_mnist", "losses", "numerical_gradient", "optim", "plotting",
+    "rel_error", "resolve", "to_numpy",
 ]

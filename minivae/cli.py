@@ -1,0 +1,162 @@
+"""Command line: ``python -m minivae train | sample | evaluate`` (also installed as ``minivae``)."""
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import plotting
+from .datasets import load_digits, load_mnist
+from .model import VAE
+from .training import DivergedError, mean_elbo
+
+# Defaults per data set: the digits train in seconds; MNIST uses the classic 784-400-20 shape.
+DATASET_DEFAULTS = {
+    "digits": dict(epochs=200, batch_size=64, hidden=(256,)),
+    "mnist": dict(epochs=10, batch_size=128, hidden=(400,)),
+    "fashion": dict(epochs=10, batch_size=128, hidden=(400,)),
+}
+
+
+def hidden_sizes(text):
+    """``"400"`` or ``"400,200"`` -> (400, 200); ``""`` or ``"none"`` -> () (a linear model)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated integers like 400,200; got {text!r}") from None
+    if any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"hidden sizes must be positive; got {text!r}")
+    return sizes
+
+
+def load_data(name, data_dir=None, download=False):
+    """``(x_train, y_train, x_test, y_test)`` for ``digits`` (bundled), ``mnist`` or ``fashion``."""
+    if name == "digits":
+        return (*load_digits("train"), *load_digits("test"))
+    kind = "digits" if name == "mnist" else "fashion"
+    return (*load_mnist(data_dir, kind, "train", download), *load_mnist(data_dir, kind, "test", download))
+
+
+def write_history(history, path):
+    """One row per epoch; list-valued entries (KL per dimension) become one column each."""
+    rows = []
+    for row in history:
+        flat = {}
+        for key, value in row.items():
+            if isinstance(value, list):
+                flat.update({f"{key}_{i}": v for i, v in enumerate(value)})
+            else:
+                flat[key] = value
+        rows.append(flat)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["epoch"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def save_figure(fig, path):
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
+
+
+def cmd_train(args):
+    defaults = DATASET_DEFAULTS[args.dataset]
+    epochs = args.epochs if args.epochs is not None else defaults["epochs"]
+    batch_size = args.batch_size or defaults["batch_size"]
+    out = Path(args.out or f"runs/{args.dataset}")
+    out.mkdir(parents=True, exist_ok=True)
+    x, y, x_test, y_test = load_data(args.dataset, args.data_dir, args.download)
+
+    if args.resume:
+        model = VAE.load(args.resume, backend=args.backend)
+        print(f"resumed {args.resume} after {len(model.history_)} epochs")
+    else:
+        model = VAE(x.shape[1], hidden_dims=args.hidden if args.hidden is not None else defaults["hidden"],
+                    latent_dim=args.latent_dim, activation=args.activation, likelihood=args.likelihood,
+                    decoder_std=args.decoder_std, beta=args.beta, backend=args.backend, seed=args.seed)
+    print(model)
+    start = time.perf_counter()
+    try:
+        model.fit(x, epochs=epochs, batch_size=batch_size, lr=args.lr, validation=x_test,
+                  progress=not args.no_progress, binarize=args.binarize, warmup_epochs=args.warmup_epochs,
+                  free_bits=args.free_bits)
+    except DivergedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - start
+    model.save(out / "model.npz")
+    print(f"wrote {out / 'model.npz'}")
+    write_history(model.history_, out / "history.csv")
+    print(f"wrote {out / 'history.csv'}")
+    if model.history_:
+        save_figure(plotting.plot_history(model.history_), out / "loss.png")
+    save_figure(plotting.plot_reconstructions(model, x_test[:12], n=12), out / "reconstructions.png")
+    save_figure(plotting.plot_samples(model, 64), out / "samples.png")
+    save_figure(plotting.plot_latent(model, x_test, y_test), out / "latent.png")
+    save_figure(plotting.plot_manifold(model), out / "manifold.png")
+    print(f"trained {epochs} epochs in {seconds:.1f} s")
+    print(f"final test ELBO: {mean_elbo(model, x_test):.3f} nats per example")
+    return 0
+
+
+def cmd_sample(args):
+    model = VAE.load(args.checkpoint, backend=args.backend)
+    if args.seed is not None:
+        model.rng_ = np.random.default_rng(args.seed)
+    save_figure(plotting.plot_samples(model, args.n), args.out)
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="minivae", description="Train and use a variational autoencoder.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train on a data set and write the model, its history and figures",
+                           description="Train a VAE and write DIR/model.npz, DIR/history.csv and figures.")
+    train.add_argument("--dataset", choices=tuple(DATASET_DEFAULTS), default="digits",
+                       help="digits: the bundled 8x8 digits (offline); mnist, fashion: IDX files (default: digits)")
+    train.add_argument("--data-dir", help="folder with the MNIST/Fashion-MNIST IDX files (default: ~/.cache/minivae/...)")
+    train.add_argument("--download", action="store_true", help="fetch missing MNIST/Fashion-MNIST files (checked by SHA-256)")
+    train.add_argument("--epochs", type=int, help="epochs to train (default: 200 for digits, 10 otherwise)")
+    train.add_argument("--batch-size", type=int, help="minibatch size (default: 64 for digits, 128 otherwise)")
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    train.add_argument("--latent-dim", type=int, default=2, help="latent dimensions (default: 2, which can be plotted)")
+    train.add_argument("--hidden", type=hidden_sizes, help="hidden sizes, e.g. 400 or 400,200 (default: 256 for digits, 400 otherwise)")
+    train.add_argument("--activation", choices=("relu", "tanh"), default="relu")
+    train.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
+    train.add_argument("--decoder-std", type=lambda s: s if s == "learned" else float(s), default=1.0,
+                       help="Gaussian likelihood: a fixed std, or 'learned' (default: 1.0)")
+    train.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (default: 1.0)")
+    train.add_argument("--warmup-epochs", type=int, default=0, help="KL warm-up: epochs for the KL weight to reach beta")
+    train.add_argument("--free-bits", type=float, default=0.0, help="per-dimension KL floor in nats (default: 0)")
+    train.add_argument("--binarize", choices=("dynamic",), help="dynamic: redraw binary pixels ~ Bernoulli(x) at every use")
+    train.add_argument("--backend", choices=("numpy", "cupy", "auto"), help="array backend (default: $MINIVAE_BACKEND or numpy)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", help="output folder (default: runs/DATASET)")
+    train.add_argument("--resume", metavar="CHECKPOINT", help="continue training a saved model for --epochs more epochs")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(run=cmd_train)
+
+    sample = sub.add_parser("sample", help="draw samples from a saved model into a PNG",
+                            description="Decode draws from the prior of a saved model into an image grid.")
+    sample.add_argument("--checkpoint", required=True, help="a model.npz written by train")
+    sample.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    sample.add_argument("--out", default="samples.png", help="PNG to write (default: samples.png)")
+    sample.add_argument("--seed", type=int, help="reseed the generator (default: continue the saved one)")
+    sample.add_argument("--backend", choices=("numpy", "cupy", "auto"))
+    sample.set_defaults(run=cmd_sample)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, ImportError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

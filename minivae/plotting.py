@@ -1,0 +1,131 @@
+"""Figures for a trained VAE. Each function returns a matplotlib ``Figure``.
+
+Figures are built with ``matplotlib.figure.Figure`` directly, not pyplot, so
+they need no display, hold no global state, and never call ``show()``. In a
+notebook, a figure left as a cell's value is drawn inline.
+"""
+
+from statistics import NormalDist
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .backend import to_numpy
+
+
+def image_shape(d):
+    """The square image shape for ``d`` pixels (64 -> (8, 8), 784 -> (28, 28))."""
+    side = int(round(np.sqrt(d)))
+    if side * side != d:
+        raise ValueError(f"{d} pixels do not form a square image; pass shape=(height, width)")
+    return side, side
+
+
+def tile(images, cols, shape, pad=1):
+    """Arrange ``images`` (n, h*w) into one (rows*(h+pad), cols*(w+pad)) array for a single imshow."""
+    images = to_numpy(images).reshape(-1, *shape)
+    n, (h, w) = len(images), shape
+    rows = -(-n // cols)
+    canvas = np.zeros((rows * (h + pad) - pad, cols * (w + pad) - pad), dtype=np.float32)  # 0 draws white
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        canvas[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = img
+    return canvas
+
+
+def _image_figure(canvas, title, width=6.0):
+    h, w = canvas.shape
+    fig = Figure(figsize=(width, max(1.0, width * h / w)), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title)
+    return fig
+
+
+def plot_history(history):
+    """Loss curves: the training loss with its reconstruction and KL terms, and the validation ELBO."""
+    epochs = [row["epoch"] for row in history]
+    fig = Figure(figsize=(10, 3.5), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(epochs, [row["loss"] for row in history], label="loss (negative ELBO)")
+    ax1.plot(epochs, [row["reconstruction"] for row in history], label="reconstruction  -E[log p(x|z)]")
+    if all(row.get("val_elbo") is not None for row in history):
+        ax1.plot(epochs, [-row["val_elbo"] for row in history], "--", label="validation negative ELBO")
+    ax1.set(xlabel="epoch", ylabel="nats per example", title="Loss")
+    ax1.legend()
+    ax2.plot(epochs, [row["kl"] for row in history], color="C3", label="KL(q(z|x) || p(z))")
+    if "active_units" in history[0]:
+        ax2b = ax2.twinx()
+        ax2b.plot(epochs, [row["active_units"] for row in history], color="C2", label="active units")
+        ax2b.set_ylabel("active units")
+        ax2b.legend(loc="lower right")
+    ax2.set(xlabel="epoch", ylabel="nats per example", title="KL term")
+    ax2.legend(loc="upper left")
+    return fig
+
+
+def plot_reconstructions(model, x, n=10, shape=None):
+    """Inputs (top row) above their reconstructions (bottom row)."""
+    x = to_numpy(x)[:n]
+    shape = shape or image_shape(x.shape[1])
+    recon = to_numpy(model.reconstruct(x))
+    return _image_figure(tile(np.concatenate([x, recon]), len(x), shape), "inputs (top) and reconstructions (bottom)")
+
+
+def plot_samples(model, n=64, shape=None):
+    """Draws from the model: ``z ~ N(0, I)``, then the mean of ``p(x|z)``."""
+    cols = int(np.ceil(np.sqrt(n)))
+    return _image_figure(tile(model.sample(n), cols, shape or image_shape(model.input_dim)),
+                         "samples from the prior", width=5.0)
+
+
+def plot_latent(model, x, labels, batch_size=1000):
+    """The posterior means ``mu`` coloured by label.
+
+    Two latent dimensions are shown as they are; more are projected onto the
+    first two principal directions of ``mu``.
+    """
+    mu = np.concatenate([to_numpy(model.encode(x[i:i + batch_size])[0]) for i in range(0, len(x), batch_size)])
+    xlabel, ylabel = "z[0]", "z[1]"
+    if mu.shape[1] > 2:
+        centred = mu - mu.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        mu = centred @ vt[:2].T
+        xlabel, ylabel = "principal direction 1 of mu", "principal direction 2 of mu"
+    fig = Figure(figsize=(6, 5), layout="constrained")
+    ax = fig.add_subplot()
+    points = ax.scatter(mu[:, 0], mu[:, 1], c=to_numpy(labels), cmap="tab10", s=6, alpha=0.8)
+    fig.colorbar(points, ax=ax, label="label")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title="latent space: E[z|x] by label")
+    return fig
+
+
+def manifold_grid(n=15, dims=(0, 1), latent_dim=2, edge=0.05):
+    """Latent points on an ``n x n`` grid of the normal's quantiles, as in Kingma & Welling's figures.
+
+    Quantiles ``edge .. 1 - edge`` pushed through the inverse normal CDF give a
+    grid that covers the prior evenly in probability. Other dimensions are 0.
+    """
+    q = [NormalDist().inv_cdf(p) for p in np.linspace(edge, 1 - edge, n)]
+    z = np.zeros((n * n, latent_dim), dtype=np.float32)
+    for r in range(n):
+        for c in range(n):
+            z[r * n + c, dims[0]] = q[c]
+            z[r * n + c, dims[1]] = q[n - 1 - r]  # the top row has the largest z[1]
+    return z
+
+
+def plot_manifold(model, n=15, dims=(0, 1), shape=None):
+    """The learned 2-D manifold: decoded images over a grid of latent quantiles."""
+    z = manifold_grid(n, dims, model.latent_dim)
+    canvas = tile(model.decode(z), n, shape or image_shape(model.input_dim))
+    return _image_figure(canvas, f"decoded grid over z[{dims[0]}], z[{dims[1]}]", width=6.0)
+
+
+def plot_interpolation(model, x_a, x_b, steps=10, shape=None):
+    """Decoded images along the straight line between two inputs' posterior means."""
+    from .latent import interpolate
+
+    images = interpolate(model, x_a, x_b, steps)
+    return _image_figure(tile(images, steps, shape or image_shape(model.input_dim)), "interpolation", width=8.0)
