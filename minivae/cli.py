@@ -11,6 +11,7 @@ import numpy as np
 from . import plotting
 from .datasets import load_digits, load_mnist
 from .model import VAE
+from .evaluate import active_units, kl_per_dim
 from .training import DivergedError, mean_elbo
 
 # Defaults per data set: the digits train in seconds; MNIST uses the classic 784-400-20 shape.
@@ -99,6 +100,8 @@ def cmd_train(args):
     save_figure(plotting.plot_samples(model, 64), out / "samples.png")
     save_figure(plotting.plot_latent(model, x_test, y_test), out / "latent.png")
     save_figure(plotting.plot_manifold(model), out / "manifold.png")
+    save_figure(plotting.plot_kl_per_dim(kl_per_dim(model, x_test), active_units(model, x_test)[1]),
+                out / "kl_per_dim.png")
     print(f"trained {epochs} epochs in {seconds:.1f} s")
     print(f"final test ELBO: {mean_elbo(model, x_test):.3f} nats per example")
     return 0
@@ -109,6 +112,23 @@ def cmd_sample(args):
     if args.seed is not None:
         model.rng_ = np.random.default_rng(args.seed)
     save_figure(plotting.plot_samples(model, args.n), args.out)
+    return 0
+
+
+def cmd_evaluate(args):
+    model = VAE.load(args.checkpoint, backend=args.backend)
+    _, _, x_test, _ = load_data(args.dataset, args.data_dir, args.download)
+    if args.limit:
+        x_test = x_test[:args.limit]
+    print(model)
+    print(f"test examples:           {len(x_test)}")
+    print(f"test ELBO:               {mean_elbo(model, x_test):.3f} nats")
+    ll = float(model.log_likelihood(x_test, n_samples=args.samples).mean())
+    print(f"log p(x), K={args.samples:<6}      {ll:.3f} nats (importance-weighted)")
+    count, variances = active_units(model, x_test)
+    print(f"active units:            {count} of {model.latent_dim} (Var_x E[z|x] > 0.01)")
+    kl = kl_per_dim(model, x_test)
+    print("KL per dimension (nats): " + " ".join(f"{v:.2f}" for v in kl))
     return 0
 
 
@@ -150,6 +170,17 @@ def build_parser():
     sample.add_argument("--seed", type=int, help="reseed the generator (default: continue the saved one)")
     sample.add_argument("--backend", choices=("numpy", "cupy", "auto"))
     sample.set_defaults(run=cmd_sample)
+
+    evaluate = sub.add_parser("evaluate", help="print the test ELBO, log-likelihood, active units and KL per dimension",
+                              description="Evaluate a saved model on a data set's test split.")
+    evaluate.add_argument("--checkpoint", required=True, help="a model.npz written by train")
+    evaluate.add_argument("--samples", type=int, default=1000, help="importance samples K for log p(x) (default: 1000)")
+    evaluate.add_argument("--dataset", choices=tuple(DATASET_DEFAULTS), default="digits")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--download", action="store_true")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N test examples")
+    evaluate.add_argument("--backend", choices=("numpy", "cupy", "auto"))
+    evaluate.set_defaults(run=cmd_evaluate)
     return parser
 
 

@@ -71,7 +71,7 @@ class GradCheckReport:
     __repr__ = __str__
 
 
-def check_gradients(model, x, eps, h=1e-3, order=4):
+def check_gradients(model, x, eps, h=1e-3, order=4, **loss_options):
     """Compare ``model.loss_and_grads`` with finite differences for every parameter.
 
     Parameters
@@ -88,6 +88,9 @@ def check_gradients(model, x, eps, h=1e-3, order=4):
         entries when ``h`` is small. The fourth-order stencil's ``O(h^4)``
         truncation error lets ``h = 1e-3`` keep both errors near 1e-10.
 
+    **loss_options
+        Passed on to ``model.loss_and_grads`` (``kl_weight``, ``free_bits``).
+
     Returns
     -------
     GradCheckReport
@@ -97,10 +100,10 @@ def check_gradients(model, x, eps, h=1e-3, order=4):
             f"gradient checks need a float64 model, this one is {model.dtype}; "
             "build it with dtype='float64'"
         )
-    _, grads = model.loss_and_grads(x, eps)
+    _, grads = model.loss_and_grads(x, eps, **loss_options)
 
     def loss():
-        return model.loss_and_grads(x, eps)[0]
+        return model.loss_and_grads(x, eps, **loss_options)[0]
 
     return GradCheckReport(
         {name: rel_error(grads[name], numerical_gradient(loss, p, h, order)) for name, p in model.params.items()}

@@ -271,7 +271,7 @@ class VAE:
         return self.xp.asarray(self.rng_.standard_normal(shape, dtype=self.dtype))
 
     # ------------------------------------------------------------------ public API
-    def loss_and_grads(self, x, eps=None):
+    def loss_and_grads(self, x, eps=None, kl_weight=None, free_bits=0.0):
         """The training loss and its gradient with respect to every parameter.
 
         Parameters
@@ -280,6 +280,10 @@ class VAE:
         eps : (N, K) array, optional
             Freezes the noise of ``z = mu + sigma * eps`` (for gradient checks);
             drawn from the model's generator when omitted.
+        kl_weight : float, optional
+            Weight of the KL term (default ``beta``; KL warm-up lowers it).
+        free_bits : float
+            Per-dimension floor on the batch-mean KL (see :meth:`fit`).
 
         Returns
         -------
@@ -289,7 +293,7 @@ class VAE:
             Same keys and shapes as ``params``; fresh copies.
         """
         x = self._batch(x)
-        loss, _, _ = self._forward_backward(x, self._eps(eps, x.shape[0]))
+        loss, _, _ = self._forward_backward(x, self._eps(eps, x.shape[0]), kl_weight, free_bits)
         return loss, {name: g.copy() for name, g in self._grads.items()}
 
     def encode(self, x):
@@ -327,6 +331,12 @@ class VAE:
             z = self._sampler.forward(mu, logvar, self._eps(eps if s == 0 else None, x.shape[0]))
             rec = rec + self._nll(x, *self._decode(z))[0]
         return -(rec / n_samples) - kl
+
+    def log_likelihood(self, x, n_samples=1000):
+        """Importance-weighted estimate of ``log p(x)`` per example (see :func:`minivae.evaluate.log_likelihood`)."""
+        from .evaluate import log_likelihood
+        check_positive("n_samples", n_samples, integer=True)
+        return log_likelihood(self, x, n_samples)
 
     def fit(self, x, epochs=10, **options):
         """Train on ``x`` (N, D) with minibatch Adam or SGD; returns ``self``. See :func:`minivae.training.fit`."""

@@ -65,6 +65,22 @@ def plot_history(history):
     return fig
 
 
+def plot_kl_per_dim(kl, active=None):
+    """Bar chart of the KL of each latent dimension (nats); collapsed dimensions sit near 0.
+
+    ``kl`` is the output of :func:`minivae.evaluate.kl_per_dim` or a history
+    row's ``kl_per_dim``; ``active`` (the variances from ``active_units``)
+    marks the dimensions above 0.01 in a second colour.
+    """
+    kl = np.asarray(kl)
+    fig = Figure(figsize=(max(4.0, 0.35 * len(kl) + 2), 3), layout="constrained")
+    ax = fig.add_subplot()
+    colours = ["C0" if active is None or v > 0.01 else "C7" for v in (active if active is not None else kl)]
+    ax.bar(np.arange(len(kl)), kl, color=colours)
+    ax.set(xlabel="latent dimension", ylabel="KL (nats)", title="KL(q(z_l|x) || N(0, 1)) per dimension")
+    return fig
+
+
 def plot_reconstructions(model, x, n=10, shape=None):
     """Inputs (top row) above their reconstructions (bottom row)."""
     x = to_numpy(x)[:n]

@@ -6,6 +6,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from .evaluate import active_units, kl_per_dim
 from .optim import OPTIMIZERS
 from .validation import check_choice, check_positive
 
@@ -43,7 +44,9 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
 
     Each epoch appends a row to ``model.history_``: ``epoch``, ``loss``,
     ``reconstruction``, ``kl``, ``kl_weight``, ``val_elbo`` (None without
-    validation) and ``seconds``.
+    validation), ``seconds``, and the latent diagnostics ``active_units`` and
+    ``kl_per_dim`` (a list), measured on the validation data, else on up to
+    ``eval_batch_size`` training examples.
 
     A non-finite loss or gradient raises :class:`DivergedError` naming the epoch
     and step, before that step touches the parameters. Ctrl-C stops after the
@@ -92,6 +95,8 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
             row = dict(zip(("loss", "reconstruction", "kl"), (totals / n).tolist()))
             row.update(epoch=epoch + 1, kl_weight=kl_weight, seconds=seconds,
                        val_elbo=mean_elbo(model, validation, eval_batch_size) if validation is not None else None)
+            probe = validation if validation is not None else x[:eval_batch_size]
+            row.update(active_units=active_units(model, probe)[0], kl_per_dim=kl_per_dim(model, probe).tolist())
             model.history_.append(row)
     except KeyboardInterrupt:
         bar.write(f"Training interrupted during epoch {len(model.history_) + 1}; the model keeps its parameters.")

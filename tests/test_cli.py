@@ -8,7 +8,7 @@ import pytest
 from minivae import VAE
 from minivae.cli import main
 
-FIGURES = ("loss.png", "reconstructions.png", "samples.png", "latent.png", "manifold.png")
+FIGURES = ("loss.png", "reconstructions.png", "samples.png", "latent.png", "manifold.png", "kl_per_dim.png")
 
 
 def test_train_writes_every_file(tmp_path, capsys):
@@ -46,3 +46,13 @@ def test_bad_hidden_sizes_are_a_usage_error(capsys):
 def test_help(args):
     out = subprocess.run([sys.executable, "-m", "minivae", *args, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "usage: minivae" in out.stdout
+
+
+def test_evaluate_prints_every_figure(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["train", "--epochs", "2", "--out", str(out), "--no-progress", "--hidden", "16", "--latent-dim", "3"])
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "model.npz"), "--samples", "20", "--limit", "30"]) == 0
+    text = capsys.readouterr().out
+    for needle in ("test ELBO:", "K=20", "importance-weighted", "active units:", "of 3", "KL per dimension"):
+        assert needle in text, needle

@@ -1,0 +1,143 @@
+"""Beyond the ELBO: the importance-weighted log-likelihood, an exact linear-Gaussian check, diagnostics.
+
+The importance-weighted estimate (Burda, Grosse & Salakhutdinov, 2016)
+
+    log p(x) >= L_K = E[ log (1/K) sum_k p(x, z_k) / q(z_k|x) ],   z_k ~ q(z|x),
+
+equals the ELBO at K = 1 and rises to log p(x) as K grows.
+
+For a linear decoder with a fixed Gaussian noise, ``x = z W + b + std * n``
+with ``z ~ N(0, I)``, the marginal is Gaussian, ``x ~ N(b, W^T W + std^2 I)``
+(``W`` of shape (K, D), rows as examples), so log p(x) is known exactly and
+every bound can be checked against it.
+"""
+
+import math
+
+import numpy as np
+
+from .backend import to_numpy
+from .losses import LOG_2PI, gaussian_log_density, kl_per_dimension
+
+
+def log_likelihood(model, x, n_samples=1000, max_rows=16384):
+    """Per-example importance-weighted estimate of ``log p(x)`` in nats, shape (N,).
+
+    ``log (1/K) sum_k exp(log w_k)`` with ``log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)``,
+    accumulated by a streaming log-sum-exp over chunks of samples, so memory is
+    bounded by ``max_rows`` decoded rows whatever ``K`` is.
+    """
+    xp = model.xp
+    x = model._batch(x)
+    K = n_samples
+    N = x.shape[0]
+    per_chunk = max(1, min(K, max_rows))
+    rows = max(1, max_rows // per_chunk)  # examples per block
+    out = []
+    for i in range(0, N, rows):
+        xb = x[i:i + rows]  # (B, D)
+        mu, logvar = model._encode(xb)  # (B, L)
+        B = xb.shape[0]
+        m = xp.full((B,), -xp.inf, dtype=model.dtype)  # running max of log w
+        s = xp.zeros((B,), dtype=model.dtype)  # running sum of exp(log w - m)
+        for start in range(0, K, per_chunk):
+            c = min(per_chunk, K - start)
+            eps = model._draw_normal((B, c, model.latent_dim))
+            z = mu[:, None, :] + xp.exp(0.5 * logvar)[:, None, :] * eps  # (B, c, L)
+            log_w = _log_weights(model, xb, z, mu, logvar)  # (B, c)
+            m_new = xp.maximum(m, log_w.max(axis=1))
+            s = s * xp.exp(m - m_new) + xp.exp(log_w - m_new[:, None]).sum(axis=1)
+            m = m_new
+        out.append(m + xp.log(s) - math.log(K))  # log (1/K) sum_k w_k
+    return xp.concatenate(out)
+
+
+def _log_weights(model, x, z, mu, logvar):
+    """``log p(x|z) + log p(z) - log q(z|x)`` for z of shape (B, c, L); returns (B, c)."""
+    B, c, L = z.shape
+    out, dec_logvar = model._decode(z.reshape(B * c, L))
+    x_rep = model.xp.repeat(x, c, axis=0)  # (B*c, D), row b*c + j is example b
+    log_px_z = -model._nll(x_rep, out, dec_logvar)[0].reshape(B, c)
+    log_pz = -0.5 * ((z * z).sum(axis=-1) + L * LOG_2PI)
+    log_qz = gaussian_log_density(z, mu[:, None, :], logvar[:, None, :])
+    return log_px_z + log_pz - log_qz
+
+
+def _linear_gaussian_parts(model):
+    """``W`` (L, D), ``b`` (D,), ``std`` of a linear decoder with fixed Gaussian noise, in float64 on the host."""
+    if model.hidden_dims or model.likelihood != "gaussian" or model.decoder_std == "learned":
+        raise ValueError("the exact check needs a linear-Gaussian model: "
+                         "VAE(..., hidden_dims=(), likelihood='gaussian', decoder_std=<a number>)")
+    W = to_numpy(model.params["decoder.out.W"]).astype(np.float64)
+    b = to_numpy(model.params["decoder.out.b"]).astype(np.float64)
+    return W, b, float(model.decoder_std)
+
+
+def exact_log_likelihood(model, x):
+    """Exact ``log p(x)`` per example for a linear-Gaussian model: ``x ~ N(b, W^T W + std^2 I)``."""
+    W, b, std = _linear_gaussian_parts(model)
+    x = to_numpy(model._batch(x)).astype(np.float64)
+    D = x.shape[1]
+    cov = W.T @ W + std**2 * np.eye(D)  # (D, D)
+    chol = np.linalg.cholesky(cov)
+    r = np.linalg.solve(chol, (x - b).T)  # (D, N): whitened residuals
+    log_det = 2 * np.log(np.diag(chol)).sum()
+    return -0.5 * ((r * r).sum(axis=0) + log_det + D * LOG_2PI)
+
+
+def linear_gaussian_elbo(model, x):
+    """The ELBO of a linear-Gaussian model in closed form (no sampling), per example.
+
+    ``E_q ||x - z W - b||^2 = ||x - mu W - b||^2 + sum_l sigma_l^2 ||W_l||^2``, so
+    ``E_q[log p(x|z)] = -(that) / (2 std^2) - D log std - D log(2 pi) / 2``.
+    """
+    W, b, std = _linear_gaussian_parts(model)
+    x = model._batch(x)
+    mu, logvar = (to_numpy(a).astype(np.float64) for a in model._encode(x))
+    x = to_numpy(x).astype(np.float64)
+    D = x.shape[1]
+    sq = ((x - mu @ W - b) ** 2).sum(1) + np.exp(logvar) @ (W * W).sum(1)
+    rec = -sq / (2 * std**2) - D * math.log(std) - 0.5 * D * LOG_2PI
+    kl = 0.5 * (mu * mu + np.exp(logvar) - logvar - 1).sum(1)
+    return rec - kl
+
+
+def set_optimal_encoder(model):
+    """Set a linear-Gaussian model's encoder to the best diagonal Gaussian q(z|x) for its decoder.
+
+    The true posterior is ``N(m(x), P^-1)`` with precision ``P = I + W W^T / std^2``
+    and mean ``m(x) = (x - b) W^T P^-1 / std^2``. The diagonal ``q`` closest to
+    it in ``KL(q || p(z|x))`` has that mean and variances ``1 / diag(P)``; when
+    ``W W^T`` is diagonal it *is* the posterior and the ELBO equals log p(x).
+    """
+    W, b, std = _linear_gaussian_parts(model)
+    L = W.shape[0]
+    P = np.eye(L) + W @ W.T / std**2
+    A = W.T @ np.linalg.inv(P) / std**2  # (D, L): m(x) = x A - b A
+    values = {"encoder.mu.W": A, "encoder.mu.b": -b @ A,
+              "encoder.logvar.W": np.zeros_like(A), "encoder.logvar.b": -np.log(np.diag(P))}
+    for name, value in values.items():
+        model.params[name][...] = model.xp.asarray(value.astype(model.dtype))
+    return model
+
+
+def kl_per_dim(model, x, batch_size=1000):
+    """The mean over ``x`` of ``KL(q(z_l|x) || N(0, 1))`` for each latent dimension ``l``; shape (L,), host."""
+    x = model._batch(x)
+    total = 0
+    for i in range(0, x.shape[0], batch_size):
+        mu, logvar = model._encode(x[i:i + batch_size])
+        total = total + kl_per_dimension(mu, logvar)[0].sum(axis=0)
+    return to_numpy(total / x.shape[0])
+
+
+def active_units(model, x, threshold=0.01, batch_size=1000):
+    """Latent dimensions whose posterior mean varies with the data: ``Var_x(E_q[z_l]) > threshold``.
+
+    Returns ``(count, variances)`` (Burda et al.'s measure; a collapsed
+    dimension ignores its input and has variance near 0).
+    """
+    x = model._batch(x)
+    mu = np.concatenate([to_numpy(model._encode(x[i:i + batch_size])[0]) for i in range(0, x.shape[0], batch_size)])
+    variances = mu.astype(np.float64).var(axis=0)
+    return int((variances > threshold).sum()), variances
