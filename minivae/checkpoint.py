@@ -39,7 +39,7 @@ def save(model, path):
     opt = model.optimizer_
     if opt is not None:
         state = opt.state_dict()
-        hyper = {k: v for k, v in vars(opt).items() if k not in ("state", "t")}
+        hyper = {k: v for k, v in vars(opt).items() if k not in ("state", "t") and not k.startswith("_")}
         arrays["optimizer"] = np.array(json.dumps({"name": type(opt).__name__.lower(), "t": state.pop("t"), **hyper}))
         arrays.update({f"optimizer.{k}": to_numpy(v) for k, v in state.items()})
 

@@ -36,12 +36,17 @@ def bernoulli_nll(logits, x):
     ``d/dl [softplus(l) - x l] = sigmoid(l) - x``.
     """
     xp = get_array_module(logits, x)
-    s = xp.exp(-xp.abs(logits))  # in (0, 1]: safe for |l| up to the float range
-    softplus = xp.maximum(logits, 0) + xp.log1p(s)
-    nll = (softplus - x * logits).sum(axis=1)
-    p = xp.where(logits >= 0, 1, s) / (1 + s)  # sigmoid(l), from the same s
-    dlogits = p - x  # d/dl = sigmoid(l) - x
-    return nll, dlogits
+    s = xp.abs(logits)
+    xp.negative(s, out=s)
+    xp.exp(s, out=s)  # s = exp(-|l|), in (0, 1]: safe for |l| up to the float range
+    nll = xp.log1p(s)
+    nll += xp.maximum(logits, 0)  # softplus(l) = max(l, 0) + log(1 + exp(-|l|))
+    nll -= x * logits  # - x l
+    p = xp.where(logits >= 0, 1, s)  # sigmoid(l) = 1 / (1 + s) for l >= 0, s / (1 + s) for l < 0
+    s += 1
+    p /= s
+    p -= x  # d/dl = sigmoid(l) - x
+    return nll.sum(axis=1), p
 
 
 def gaussian_nll(x, mean, std):

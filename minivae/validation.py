@@ -3,6 +3,8 @@
 Each check raises ``ValueError`` naming what is wrong and what would be right.
 """
 
+import math
+
 import numpy as np
 
 from .backend import to_backend
@@ -48,12 +50,11 @@ def as_batch(x, xp, dtype, features, name="x", unit_interval=False):
         )
     if a.shape[0] == 0:
         raise ValueError(f"{name} is empty; pass at least one example")
-    finite = xp.isfinite(a)
-    if not bool(finite.all()):
-        row = int(xp.argmin(finite.all(axis=1)))
+    lo, hi = float(a.min()), float(a.max())  # NaN propagates through min and max
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        row = int(xp.argmin(xp.isfinite(a).all(axis=1)))  # only on failure: find where
         raise ValueError(f"{name} contains NaN or inf (first in row {row}); remove or impute those values")
     if unit_interval:
-        lo, hi = float(a.min()), float(a.max())
         if lo < 0 or hi > 1:
             raise ValueError(
                 f"the Bernoulli likelihood needs {name} in [0, 1] but it spans [{lo:g}, {hi:g}]; "

@@ -76,3 +76,36 @@ def test_state_dict_round_trip(rng):
 def test_bad_hyperparameters_are_refused(bad):
     with pytest.raises(ValueError):
         Adam(**bad)
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_chunked_update_covers_every_element(threads, monkeypatch):
+    from minivae import parallel
+    monkeypatch.setenv("MINIVAE_NUM_THREADS", threads)
+    n = 3 * parallel.CHUNK + 17  # several chunks and a ragged end
+    seen = np.zeros(n, dtype=int)
+    parallel.for_each_chunk(n, lambda s: np.add.at(seen, np.arange(n)[s], 1))
+    assert np.array_equal(seen, np.ones(n, dtype=int))
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    w_ref = w.astype(np.float64)
+    Adam(lr=0.01).step(w, g)
+    m, v = 0.1 * g, 0.001 * g.astype(np.float64) ** 2
+    w_ref -= 0.01 * (m / 0.1) / (np.sqrt(v / 0.001) + 1e-8)
+    assert np.allclose(w, w_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_flushes_subnormal_state_to_zero():
+    w = np.ones(4, dtype=np.float32)
+    opt = Adam()
+    opt.step(w, np.ones(4, dtype=np.float32))
+    zero = np.zeros(4, dtype=np.float32)
+    for _ in range(2000):  # a dead unit: exactly-zero gradients from now on
+        opt.step(w, zero)
+    tiny = np.finfo(np.float32).tiny
+    for name in ("m", "v"):
+        a = opt.state[name]
+        assert not np.any((a != 0) & (np.abs(a) < tiny)), name  # nothing left in the subnormal range
+    assert np.all(opt.state["m"] == 0)  # 0.9^2000 underflowed and was flushed, not stuck at 1e-45

@@ -1,0 +1,49 @@
+"""Element-wise work over one long vector, in cache-sized chunks spread over the CPU cores.
+
+An optimiser's update is a dozen cheap element-wise passes over every
+parameter. Done one pass at a time over the whole vector, each pass streams
+the arrays through main memory; done chunk by chunk, all passes over a chunk
+run while it sits in the core's cache, and chunks go to different cores.
+NumPy releases the GIL inside its ufunc loops, so plain threads run them in
+parallel. On CuPy the GPU is already parallel: the work runs as one chunk.
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+CHUNK = 1 << 16  # 65536 float32 = 256 KiB per array: the five arrays of an Adam update fit a 2 MiB L2
+_pool = None
+
+
+def n_threads():
+    """Worker threads: ``$MINIVAE_NUM_THREADS``, default 1.
+
+    One by default because, measured inside a training loop on two cores, the
+    BLAS library's own threads are still spinning on the other core when an
+    optimiser step starts, and a second thread made the step no faster and
+    its timing erratic (see ``benchmarks/README.md``). Try more on a machine
+    with spare cores.
+    """
+    return max(1, int(os.environ.get("MINIVAE_NUM_THREADS", "1")))
+
+
+def for_each_chunk(n, fn, xp=np):
+    """Call ``fn(slice)`` for consecutive slices covering ``range(n)``; in parallel for NumPy."""
+    global _pool
+    threads = n_threads()
+    if xp is not np or threads == 1 or n < 2 * CHUNK:
+        fn(slice(0, n))
+        return
+    if _pool is None or _pool._max_workers != threads:
+        _pool = ThreadPoolExecutor(threads, thread_name_prefix="minivae")
+    # one equal, contiguous part per thread (aligned to 64 bytes), each walked chunk by chunk
+    bounds = [min(n, (n * i // threads) // 16 * 16) for i in range(threads)] + [n]
+
+    def run(lo, hi):
+        for start in range(lo, hi, CHUNK):
+            fn(slice(start, min(start + CHUNK, hi)))
+
+    for future in [_pool.submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
+        future.result()
