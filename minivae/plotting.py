@@ -9,6 +9,7 @@ from statistics import NormalDist
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .backend import to_numpy
 
@@ -59,6 +60,7 @@ def plot_history(history):
         ax2b = ax2.twinx()
         ax2b.plot(epochs, [row["active_units"] for row in history], color="C2", label="active units")
         ax2b.set_ylabel("active units")
+        ax2b.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax2b.legend(loc="lower right")
     ax2.set(xlabel="epoch", ylabel="nats per example", title="KL term")
     ax2.legend(loc="upper left")
@@ -77,6 +79,7 @@ def plot_kl_per_dim(kl, active=None):
     ax = fig.add_subplot()
     colours = ["C0" if active is None or v > 0.01 else "C7" for v in (active if active is not None else kl)]
     ax.bar(np.arange(len(kl)), kl, color=colours)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="latent dimension", ylabel="KL (nats)", title="KL(q(z_l|x) || N(0, 1)) per dimension")
     return fig
 
