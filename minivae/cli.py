@@ -11,7 +11,7 @@ import numpy as np
 from . import plotting
 from .datasets import load_digits, load_mnist
 from .model import VAE
-from .evaluate import active_units, kl_per_dim
+from .evaluate import latent_diagnostics
 from .training import DivergedError, mean_elbo
 
 # Defaults per data set: the digits train in seconds; MNIST uses the classic 784-400-20 shape.
@@ -100,8 +100,8 @@ def cmd_train(args):
     save_figure(plotting.plot_samples(model, 64), out / "samples.png")
     save_figure(plotting.plot_latent(model, x_test, y_test), out / "latent.png")
     save_figure(plotting.plot_manifold(model), out / "manifold.png")
-    save_figure(plotting.plot_kl_per_dim(kl_per_dim(model, x_test), active_units(model, x_test)[1]),
-                out / "kl_per_dim.png")
+    kl_dims, _, variances = latent_diagnostics(model, x_test)
+    save_figure(plotting.plot_kl_per_dim(kl_dims, variances), out / "kl_per_dim.png")
     print(f"trained {epochs} epochs in {seconds:.1f} s")
     print(f"final test ELBO: {mean_elbo(model, x_test):.3f} nats per example")
     return 0
@@ -125,10 +125,9 @@ def cmd_evaluate(args):
     print(f"test ELBO:               {mean_elbo(model, x_test):.3f} nats")
     ll = float(model.log_likelihood(x_test, n_samples=args.samples).mean())
     print(f"log p(x), K={args.samples:<6}      {ll:.3f} nats (importance-weighted)")
-    count, variances = active_units(model, x_test)
+    kl_dims, count, _ = latent_diagnostics(model, x_test)
     print(f"active units:            {count} of {model.latent_dim} (Var_x E[z|x] > 0.01)")
-    kl = kl_per_dim(model, x_test)
-    print("KL per dimension (nats): " + " ".join(f"{v:.2f}" for v in kl))
+    print("KL per dimension (nats): " + " ".join(f"{v:.2f}" for v in kl_dims))
     return 0
 
 

@@ -121,23 +121,31 @@ def set_optimal_encoder(model):
     return model
 
 
-def kl_per_dim(model, x, batch_size=1000):
-    """The mean over ``x`` of ``KL(q(z_l|x) || N(0, 1))`` for each latent dimension ``l``; shape (L,), host."""
+def latent_diagnostics(model, x, threshold=0.01, batch_size=1000):
+    """How the latent space is used, from one pass over ``x``.
+
+    Returns ``(kl, count, variances)``: ``kl`` (L,) is the mean over ``x`` of
+    ``KL(q(z_l|x) || N(0, 1))`` per latent dimension; ``variances`` (L,) is
+    ``Var_x(E_q[z_l])``, and ``count`` the number of *active units*, the
+    dimensions whose variance exceeds ``threshold`` (Burda et al.'s measure: a
+    collapsed dimension ignores its input, so its variance is near 0). On the host.
+    """
     x = model._batch(x)
-    total = 0
+    kl_total, means = 0, []
     for i in range(0, x.shape[0], batch_size):
         mu, logvar = model._encode(x[i:i + batch_size])
-        total = total + kl_per_dimension(mu, logvar)[0].sum(axis=0)
-    return to_numpy(total / x.shape[0])
+        kl_total = kl_total + kl_per_dimension(mu, logvar)[0].sum(axis=0)
+        means.append(to_numpy(mu))
+    variances = np.concatenate(means).astype(np.float64).var(axis=0)
+    return to_numpy(kl_total / x.shape[0]), int((variances > threshold).sum()), variances
+
+
+def kl_per_dim(model, x, batch_size=1000):
+    """The mean KL of each latent dimension over ``x``; shape (L,), on the host."""
+    return latent_diagnostics(model, x, batch_size=batch_size)[0]
 
 
 def active_units(model, x, threshold=0.01, batch_size=1000):
-    """Latent dimensions whose posterior mean varies with the data: ``Var_x(E_q[z_l]) > threshold``.
-
-    Returns ``(count, variances)`` (Burda et al.'s measure; a collapsed
-    dimension ignores its input and has variance near 0).
-    """
-    x = model._batch(x)
-    mu = np.concatenate([to_numpy(model._encode(x[i:i + batch_size])[0]) for i in range(0, x.shape[0], batch_size)])
-    variances = mu.astype(np.float64).var(axis=0)
-    return int((variances > threshold).sum()), variances
+    """``(count, variances)`` of the latent dimensions in use (see :func:`latent_diagnostics`)."""
+    _, count, variances = latent_diagnostics(model, x, threshold, batch_size)
+    return count, variances

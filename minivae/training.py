@@ -6,7 +6,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from .evaluate import active_units, kl_per_dim
+from .evaluate import latent_diagnostics
 from .optim import OPTIMIZERS
 from .validation import check_choice, check_positive
 
@@ -96,7 +96,8 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
             row.update(epoch=epoch + 1, kl_weight=kl_weight, seconds=seconds,
                        val_elbo=mean_elbo(model, validation, eval_batch_size) if validation is not None else None)
             probe = validation if validation is not None else x[:eval_batch_size]
-            row.update(active_units=active_units(model, probe)[0], kl_per_dim=kl_per_dim(model, probe).tolist())
+            kl_dims, active, _ = latent_diagnostics(model, probe)
+            row.update(active_units=active, kl_per_dim=kl_dims.tolist())
             model.history_.append(row)
     except KeyboardInterrupt:
         bar.write(f"Training interrupted during epoch {len(model.history_) + 1}; the model keeps its parameters.")
