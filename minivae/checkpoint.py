@@ -87,9 +87,9 @@ def load(path, backend=None):
 
     if str(arrays.get("format", "")) != FORMAT:
         raise ValueError(f"{path} is an .npz file but not a minivae checkpoint (no '{FORMAT}' marker)")
-    if int(arrays["version"]) > VERSION:
-        raise ValueError(f"{path} was written by a newer minivae (format {int(arrays['version'])}); upgrade minivae")
     try:
+        if int(arrays["version"]) > VERSION:
+            raise ValueError(f"it was written by a newer minivae (format {int(arrays['version'])}); upgrade minivae")
         config = json.loads(str(arrays["config"]))
         model = VAE(**config, backend=backend)
         params = arrays["params"]

@@ -10,8 +10,8 @@ import numpy as np
 
 from . import plotting
 from .datasets import load_digits, load_mnist
-from .model import VAE
 from .evaluate import latent_diagnostics
+from .model import VAE
 from .training import DivergedError, mean_elbo
 
 # Defaults per data set: the digits train in seconds; MNIST uses the classic 784-400-20 shape.
@@ -68,7 +68,7 @@ def save_figure(fig, path):
 def cmd_train(args):
     defaults = DATASET_DEFAULTS[args.dataset]
     epochs = args.epochs if args.epochs is not None else defaults["epochs"]
-    batch_size = args.batch_size or defaults["batch_size"]
+    batch_size = args.batch_size if args.batch_size is not None else defaults["batch_size"]
     out = Path(args.out or f"runs/{args.dataset}")
     out.mkdir(parents=True, exist_ok=True)
     x, y, x_test, y_test = load_data(args.dataset, args.data_dir, args.download)

@@ -20,6 +20,7 @@ class Optimizer:
         self.lr = check_positive("lr", lr)
         self.t = 0
         self.state = {}
+        self._tmp = None  # scratch space of an update: not state, never saved
 
     def _buffer(self, name, like):
         if name not in self.state:
@@ -97,8 +98,8 @@ class Adam(Optimizer):
         self.t += 1
         xp = get_array_module(w, dw)
         m, v = self._buffer("m", w), self._buffer("v", w)
-        if getattr(self, "_tmp", None) is None or self._tmp.shape != w.shape or get_array_module(self._tmp) is not xp:
-            self._tmp = xp.empty_like(w)  # scratch space, not state: never saved
+        if self._tmp is None or self._tmp.shape != w.shape or get_array_module(self._tmp) is not xp:
+            self._tmp = xp.empty_like(w)
         b1, b2 = self.b1, self.b2
         c2 = (1 - b2**self.t) ** 0.5
         lr_t = self.lr * c2 / (1 - b1**self.t)

@@ -1,11 +1,12 @@
-"""Element-wise work over one long vector, in cache-sized chunks spread over the CPU cores.
+"""Element-wise work over one long vector, in cache-sized chunks, optionally spread over CPU threads.
 
 An optimiser's update is a dozen cheap element-wise passes over every
-parameter. Done one pass at a time over the whole vector, each pass streams
-the arrays through main memory; done chunk by chunk, all passes over a chunk
-run while it sits in the core's cache, and chunks go to different cores.
-NumPy releases the GIL inside its ufunc loops, so plain threads run them in
-parallel. On CuPy the GPU is already parallel: the work runs as one chunk.
+parameter. Done chunk by chunk, all passes over a chunk run while it sits in
+the core's cache instead of streaming the whole vector once per pass (on the
+2-core machine of ``benchmarks/README.md`` the two orders measured about the
+same on one thread). Chunks also let the work be split between threads:
+NumPy releases the GIL inside its ufunc loops. On CuPy the GPU is already
+parallel, so the work runs as one chunk.
 """
 
 import os

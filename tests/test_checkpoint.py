@@ -111,6 +111,12 @@ def test_pickle_bearing_files_are_refused(tmp_path):
         VAE.load(tmp_path / "evil.npz")
 
 
+def test_a_marked_file_without_a_version_is_refused(tmp_path):
+    np.savez(tmp_path / "odd.npz", format=np.array(checkpoint.FORMAT))
+    with pytest.raises(ValueError, match="mismatched or damaged"):
+        VAE.load(tmp_path / "odd.npz")
+
+
 def test_newer_format_is_refused(tmp_path):
     src = tmp_path / "m.npz"
     trained().save(src)

@@ -35,6 +35,11 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert "--download" in capsys.readouterr().err
 
 
+def test_a_zero_batch_size_is_an_error_not_the_default(tmp_path, capsys):
+    assert main(["train", "--epochs", "1", "--batch-size", "0", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "batch_size must be" in capsys.readouterr().err
+
+
 def test_bad_hidden_sizes_are_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--hidden", "abc"])
