@@ -122,11 +122,14 @@ def sigmoid(x):
     """Numerically stable logistic function, exact for any finite ``x``.
 
     Uses ``s = exp(-|x|)`` (never overflows): ``1 / (1 + s)`` for ``x >= 0``
-    and ``s / (1 + s)`` for ``x < 0``.
+    and ``e^x / (1 + s)`` for ``x < 0``, i.e. ``exp(min(x, 0)) / (1 + s)``.
     """
     xp = get_array_module(x)
     s = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1, s) / (1 + s)
+    s += 1
+    y = xp.exp(xp.minimum(x, 0))
+    y /= s
+    return y
 
 
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}

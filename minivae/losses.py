@@ -39,10 +39,15 @@ def bernoulli_nll(logits, x):
     s = xp.abs(logits)
     xp.negative(s, out=s)
     xp.exp(s, out=s)  # s = exp(-|l|), in (0, 1]: safe for |l| up to the float range
-    nll = xp.log1p(s)
-    nll += xp.maximum(logits, 0)  # softplus(l) = max(l, 0) + log(1 + exp(-|l|))
-    nll -= x * logits  # - x l
-    p = xp.where(logits >= 0, 1, s)  # sigmoid(l) = 1 / (1 + s) for l >= 0, s / (1 + s) for l < 0
+    nll = xp.maximum(logits, 0)
+    p = xp.log1p(s)  # p is scratch space until it holds the gradient
+    nll += p  # softplus(l) = max(l, 0) + log(1 + exp(-|l|))
+    xp.multiply(x, logits, out=p)
+    nll -= p  # - x l
+    # sigmoid(l) = 1 / (1 + s) for l >= 0 and e^l / (1 + s) for l < 0; the
+    # numerator is exp(min(l, 0)) for both signs, so no branch is needed
+    xp.minimum(logits, 0, out=p)
+    xp.exp(p, out=p)
     s += 1
     p /= s
     p -= x  # d/dl = sigmoid(l) - x

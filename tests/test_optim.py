@@ -84,8 +84,15 @@ def test_chunked_update_covers_every_element(threads, monkeypatch):
     monkeypatch.setenv("MINIVAE_NUM_THREADS", threads)
     n = 3 * parallel.CHUNK + 17  # several chunks and a ragged end
     seen = np.zeros(n, dtype=int)
-    parallel.for_each_chunk(n, lambda s: np.add.at(seen, np.arange(n)[s], 1))
+    sizes = []
+
+    def visit(s):
+        sizes.append(s.stop - s.start)
+        np.add.at(seen, np.arange(n)[s], 1)
+
+    parallel.for_each_chunk(n, visit)
     assert np.array_equal(seen, np.ones(n, dtype=int))
+    assert max(sizes) <= parallel.CHUNK  # chunked on one thread too, so each chunk's passes stay in cache
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal(n).astype(np.float32)
