@@ -214,12 +214,11 @@ def main():
     print(f"minivae / floor = {med['minivae'] / med['floor']:.2f}")
 
     if not args.no_memory:
-        names = ["minivae"] + (["torch"] if "torch" in runners else [])
-        for name in names:
-            m = memory_of(name, args)
+        mem = {name: memory_of(name, args) for name in ["minivae"] + (["torch"] if "torch" in runners else [])}
+        for name, m in mem.items():
             print(f"{name:>8}: peak RSS {m['peak']:.0f} MiB, of which {m['peak'] - m['before']:.0f} MiB added by the epoch")
-        if len(names) == 2 and args.backend == "numpy":
-            a, b = memory_of("minivae", args), memory_of("torch", args)
+        if len(mem) == 2 and args.backend == "numpy":
+            a, b = mem["minivae"], mem["torch"]
             print(f"peak RSS minivae / torch = {a['peak'] / b['peak']:.2f}; "
                   f"memory added by the epoch minivae / torch = {(a['peak'] - a['before']) / max(1e-9, b['peak'] - b['before']):.2f}")
     return 0
