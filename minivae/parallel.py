@@ -22,11 +22,11 @@ _pool = None
 def n_threads():
     """Worker threads: ``$MINIVAE_NUM_THREADS``, default 1.
 
-    One by default because, measured inside a training loop on two cores, the
-    BLAS library's own threads are still spinning on the other core when an
-    optimiser step starts, and a second thread made the step no faster and
-    its timing erratic (see ``benchmarks/README.md``). Try more on a machine
-    with spare cores.
+    One by default: on the 2-core machine of ``benchmarks/README.md`` two
+    threads made an Adam step slower, in isolation and inside an epoch. Each
+    thread must take the GIL back between ufunc calls, and every handover
+    wakes a thread on a core that is either idle or busy with the BLAS
+    library's spinning worker. Try more on a machine with spare cores.
     """
     return max(1, int(os.environ.get("MINIVAE_NUM_THREADS", "1")))
 
