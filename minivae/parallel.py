@@ -40,19 +40,18 @@ def for_each_chunk(n, fn, xp=np):
     if xp is not np:
         fn(slice(0, n))
         return
-    threads = n_threads()
-    if threads == 1 or n < 2 * CHUNK:
-        for start in range(0, n, CHUNK):
-            fn(slice(start, min(start + CHUNK, n)))
-        return
-    if _pool is None or _pool._max_workers != threads:
-        _pool = ThreadPoolExecutor(threads, thread_name_prefix="minivae")
-    # one equal, contiguous part per thread (aligned to 64 bytes), each walked chunk by chunk
-    bounds = [min(n, (n * i // threads) // 16 * 16) for i in range(threads)] + [n]
 
     def run(lo, hi):
         for start in range(lo, hi, CHUNK):
             fn(slice(start, min(start + CHUNK, hi)))
 
+    threads = n_threads()
+    if threads == 1 or n < 2 * CHUNK:
+        run(0, n)
+        return
+    if _pool is None or _pool._max_workers != threads:
+        _pool = ThreadPoolExecutor(threads, thread_name_prefix="minivae")
+    # one equal, contiguous part per thread (aligned to 64 bytes), each walked chunk by chunk
+    bounds = [min(n, (n * i // threads) // 16 * 16) for i in range(threads)] + [n]
     for future in [_pool.submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
         future.result()
