@@ -20,7 +20,6 @@ class Optimizer:
         self.lr = check_positive("lr", lr)
         self.t = 0
         self.state = {}
-        self._tmp = None  # scratch space of an update: not state, never saved
 
     def _buffer(self, name, like):
         if name not in self.state:
@@ -39,7 +38,6 @@ class Optimizer:
     def to(self, xp):
         """Move the state arrays to the array module ``xp``."""
         self.state = {k: to_backend(v, xp) for k, v in self.state.items()}
-        self._tmp = None
 
 
 class SGD(Optimizer):
@@ -98,8 +96,6 @@ class Adam(Optimizer):
         self.t += 1
         xp = get_array_module(w, dw)
         m, v = self._buffer("m", w), self._buffer("v", w)
-        if self._tmp is None or self._tmp.shape != w.shape or get_array_module(self._tmp) is not xp:
-            self._tmp = xp.empty_like(w)
         b1, b2 = self.b1, self.b2
         c2 = (1 - b2**self.t) ** 0.5
         lr_t = self.lr * c2 / (1 - b1**self.t)
@@ -107,9 +103,9 @@ class Adam(Optimizer):
         flush = self.t % self.FLUSH_EVERY == 0
         tiny = np.finfo(w.dtype).tiny  # the smallest normal number
 
-        def update(s):
-            # One chunk: every line below re-reads arrays that are still in cache.
-            g, mc, vc, t, wc = dw[s], m[s], v[s], self._tmp[s], w[s]
+        def update(s, t):
+            # One chunk, with t as scratch: every line below re-reads arrays that are still in cache.
+            g, mc, vc, wc = dw[s], m[s], v[s], w[s]
             mc *= b1
             xp.multiply(g, 1 - b1, out=t)
             mc += t  # m <- b1 m + (1 - b1) dw
@@ -126,7 +122,7 @@ class Adam(Optimizer):
                 mc[xp.abs(mc) < tiny] = 0
                 vc[vc < tiny] = 0
 
-        for_each_chunk(w.size, update, xp)
+        for_each_chunk(w.size, update, xp, w.dtype)
 
 
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}

@@ -11,39 +11,48 @@ chunk.
 """
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-CHUNK = 1 << 16  # 65536 float32 = 256 KiB per array: the five arrays of an Adam update fit a 2 MiB L2
+CHUNK = 1 << 16  # 65536 float32 = 256 KiB per array: a chunk of each of Adam's arrays fits in a core's L2
 _pool = None
+_local = threading.local()  # each thread's scratch chunk
 
 
 def n_threads():
     """Worker threads: ``$MINIVAE_NUM_THREADS``, default 1.
 
     One by default: on the 2-core machine of ``benchmarks/README.md`` two
-    threads made an Adam step slower, in isolation and inside an epoch. Each
-    thread must take the GIL back between ufunc calls, and every handover
-    wakes a thread on a core that is either idle or busy with the BLAS
-    library's spinning worker. Try more on a machine with spare cores.
+    threads made an Adam step faster in isolation but slower right after a
+    matrix product, as in every training step. The BLAS library's worker
+    thread keeps spinning on the other core for a while after each product,
+    and waking a thread there takes about 50 microseconds. Try more threads
+    on a machine with spare cores.
     """
     return max(1, int(os.environ.get("MINIVAE_NUM_THREADS", "1")))
 
 
-def for_each_chunk(n, fn, xp=np):
-    """Call ``fn(slice)`` for consecutive slices covering ``range(n)``: chunk by chunk (NumPy) or at once (CuPy).
+def for_each_chunk(n, fn, xp=np, dtype=np.float32):
+    """Call ``fn(slice, scratch)`` for consecutive slices covering ``range(n)``: chunk by chunk (NumPy) or at once (CuPy).
 
-    With ``$MINIVAE_NUM_THREADS`` above 1, NumPy's chunks are shared between threads.
+    ``scratch`` is a work array of ``dtype`` and the slice's length, for
+    intermediate results. On NumPy it is one chunk per thread, reused for
+    every chunk, so it stays in cache and costs no memory traffic of its own;
+    its contents are undefined on entry. With ``$MINIVAE_NUM_THREADS`` above 1,
+    NumPy's chunks are shared between threads.
     """
     global _pool
     if xp is not np:
-        fn(slice(0, n))
+        fn(slice(0, n), xp.empty(n, dtype))
         return
 
     def run(lo, hi):
+        scratch = _scratch(dtype)
         for start in range(lo, hi, CHUNK):
-            fn(slice(start, min(start + CHUNK, hi)))
+            stop = min(start + CHUNK, hi)
+            fn(slice(start, stop), scratch[:stop - start])
 
     threads = n_threads()
     if threads == 1 or n < 2 * CHUNK:
@@ -55,3 +64,11 @@ def for_each_chunk(n, fn, xp=np):
     bounds = [min(n, (n * i // threads) // 16 * 16) for i in range(threads)] + [n]
     for future in [_pool.submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
         future.result()
+
+
+def _scratch(dtype):
+    """This thread's scratch chunk (``CHUNK`` entries of ``dtype``), allocated on first use."""
+    buf = getattr(_local, "scratch", None)
+    if buf is None or buf.dtype != dtype:
+        buf = _local.scratch = np.empty(CHUNK, dtype)
+    return buf

@@ -86,8 +86,9 @@ def test_chunked_update_covers_every_element(threads, monkeypatch):
     seen = np.zeros(n, dtype=int)
     sizes = []
 
-    def visit(s):
+    def visit(s, scratch):
         sizes.append(s.stop - s.start)
+        assert scratch.shape == (s.stop - s.start,)
         np.add.at(seen, np.arange(n)[s], 1)
 
     parallel.for_each_chunk(n, visit)
