@@ -28,8 +28,8 @@ def n_threads():
     threads made an Adam step faster in isolation but slower right after a
     matrix product, as in every training step. The BLAS library's worker
     thread keeps spinning on the other core for a while after each product,
-    and waking a thread there takes about 50 microseconds. Try more threads
-    on a machine with spare cores.
+    and handing work to a thread and getting the answer back takes about
+    100 microseconds. Try more threads on a machine with spare cores.
     """
     return max(1, int(os.environ.get("MINIVAE_NUM_THREADS", "1")))
 

@@ -1,5 +1,7 @@
 """Optimisers against their update rules written out step by step."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -85,15 +87,20 @@ def test_chunked_update_covers_every_element(threads, monkeypatch):
     n = 3 * parallel.CHUNK + 17  # several chunks and a ragged end
     seen = np.zeros(n, dtype=int)
     sizes = []
+    scratch_of = {}  # thread -> addresses of the scratch arrays it was given
 
     def visit(s, scratch):
         sizes.append(s.stop - s.start)
         assert scratch.shape == (s.stop - s.start,)
+        scratch_of.setdefault(threading.get_ident(), set()).add(scratch.__array_interface__["data"][0])
         np.add.at(seen, np.arange(n)[s], 1)
 
     parallel.for_each_chunk(n, visit)
     assert np.array_equal(seen, np.ones(n, dtype=int))
     assert max(sizes) <= parallel.CHUNK  # chunked on one thread too, so each chunk's passes stay in cache
+    for addresses in scratch_of.values():
+        assert len(addresses) == 1  # one scratch chunk per thread, reused for all its chunks
+    assert len(set.union(*scratch_of.values())) == len(scratch_of)  # never shared between threads
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal(n).astype(np.float32)
