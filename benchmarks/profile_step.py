@@ -83,5 +83,6 @@ def main():
     print(f"          {step - total:6.3f}  the rest: batch gather, noise, bookkeeping, per-epoch diagnostics")
     print(f"          {step:6.3f}  the whole step (the epochs' time / steps)")
 
+
 if __name__ == "__main__":
     main()
