@@ -18,6 +18,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .losses import LOG_2PI, gaussian_log_density, kl_per_dimension
+from .validation import check_positive
 
 
 def log_likelihood(model, x, n_samples=1000, max_rows=16384):
@@ -27,9 +28,10 @@ def log_likelihood(model, x, n_samples=1000, max_rows=16384):
     accumulated by a streaming log-sum-exp over chunks of samples, so memory is
     bounded by ``max_rows`` decoded rows whatever ``K`` is.
     """
+    K = check_positive("n_samples", n_samples, integer=True)
+    check_positive("max_rows", max_rows, integer=True)
     xp = model.xp
     x = model._batch(x)
-    K = n_samples
     N = x.shape[0]
     per_chunk = max(1, min(K, max_rows))
     rows = max(1, max_rows // per_chunk)  # examples per block

@@ -335,7 +335,6 @@ class VAE:
     def log_likelihood(self, x, n_samples=1000):
         """Importance-weighted estimate of ``log p(x)`` per example (see :func:`minivae.evaluate.log_likelihood`)."""
         from .evaluate import log_likelihood
-        check_positive("n_samples", n_samples, integer=True)
         return log_likelihood(self, x, n_samples)
 
     def fit(self, x, epochs=10, **options):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minivae import VAE
+from minivae import VAE, evaluate
 
 
 @pytest.fixture
@@ -67,3 +67,10 @@ def test_bad_sample_count(model):
         model.sample(0)
     with pytest.raises(ValueError, match="n_samples must be"):
         model.elbo(np.full((1, 6), 0.5), n_samples=0)
+    x = np.full((1, 6), 0.5)
+    with pytest.raises(ValueError, match="n_samples must be"):
+        model.log_likelihood(x, n_samples=0)
+    with pytest.raises(ValueError, match="n_samples must be"):
+        evaluate.log_likelihood(model, x, n_samples=0)  # the function itself checks, not only the method
+    with pytest.raises(ValueError, match="max_rows must be"):
+        evaluate.log_likelihood(model, x, n_samples=4, max_rows=0)
