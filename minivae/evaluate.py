@@ -132,6 +132,7 @@ def latent_diagnostics(model, x, threshold=0.01, batch_size=1000):
     dimensions whose variance exceeds ``threshold`` (Burda et al.'s measure: a
     collapsed dimension ignores its input, so its variance is near 0). On the host.
     """
+    check_positive("batch_size", batch_size, integer=True)
     x = model._batch(x)
     kl_total, means = 0, []
     for i in range(0, x.shape[0], batch_size):

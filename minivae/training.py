@@ -56,6 +56,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     check_positive("batch_size", batch_size, integer=True)
     check_positive("warmup_epochs", warmup_epochs, integer=True, allow_zero=True)
     check_positive("free_bits", free_bits, allow_zero=True)
+    check_positive("eval_batch_size", eval_batch_size, integer=True)
     if binarize is not None:
         check_choice("binarize", binarize, ("dynamic",))
     x = model._batch(x, name="x")
@@ -108,6 +109,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
 
 def mean_elbo(model, x, batch_size=1000):
     """Mean per-example ELBO over ``x`` in nats, computed in batches."""
+    check_positive("batch_size", batch_size, integer=True)
     total = 0.0
     for i in range(0, x.shape[0], batch_size):
         total += float(model.elbo(x[i:i + batch_size]).sum())

@@ -100,6 +100,8 @@ def test_active_units_find_a_collapsed_dimension():
     model.params["encoder.logvar.b"][2] = 0  # q(z_2|x) = N(0, 1), the prior
     kl = ev.kl_per_dim(model, x)
     assert kl.shape == (3,) and abs(kl[2]) < 1e-7 and np.all(kl[:2] > 0)
+    with pytest.raises(ValueError, match="batch_size must be"):
+        ev.active_units(model, x, batch_size=0)
 
 
 def test_history_keeps_the_diagnostics():

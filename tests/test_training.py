@@ -111,11 +111,15 @@ def test_fit_checks_its_arguments(digits):
     model = small()
     for kwargs, message in [(dict(epochs=-1), "epochs"), (dict(batch_size=0), "batch_size"),
                             (dict(optimizer="lbfgs"), "unknown optimizer 'lbfgs'"),
-                            (dict(lr=0), "lr must be"), (dict(binarize="static"), "unknown binarize")]:
+                            (dict(lr=0), "lr must be"), (dict(binarize="static"), "unknown binarize"),
+                            (dict(eval_batch_size=0), "eval_batch_size must be")]:
         with pytest.raises(ValueError, match=message):
             model.fit(digits[0][:10], **{"progress": False, **kwargs})
     with pytest.raises(ValueError, match="validation has 3 features"):
         model.fit(digits[0][:10], validation=np.zeros((2, 3)), progress=False)
+    assert model.history_ == []  # every bad argument is refused before any training
+    with pytest.raises(ValueError, match="batch_size must be"):
+        mean_elbo(model, digits[0][:10], batch_size=0)
 
 
 def test_sgd_also_trains(digits):
