@@ -13,6 +13,7 @@ from .datasets import load_digits, load_mnist
 from .evaluate import latent_diagnostics
 from .model import VAE
 from .training import DivergedError, mean_elbo
+from .validation import check_positive
 
 # Defaults per data set: the digits train in seconds; MNIST uses the classic 784-400-20 shape.
 DATASET_DEFAULTS = {
@@ -118,8 +119,8 @@ def cmd_sample(args):
 def cmd_evaluate(args):
     model = VAE.load(args.checkpoint, backend=args.backend)
     _, _, x_test, _ = load_data(args.dataset, args.data_dir, args.download)
-    if args.limit:
-        x_test = x_test[:args.limit]
+    if args.limit is not None:
+        x_test = x_test[:check_positive("--limit", args.limit, integer=True)]
     print(model)
     print(f"test examples:           {len(x_test)}")
     print(f"test ELBO:               {mean_elbo(model, x_test):.3f} nats")

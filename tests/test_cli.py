@@ -61,3 +61,12 @@ def test_evaluate_prints_every_figure(tmp_path, capsys):
     text = capsys.readouterr().out
     for needle in ("test ELBO:", "K=20", "importance-weighted", "active units:", "of 3", "KL per dimension"):
         assert needle in text, needle
+
+
+@pytest.mark.parametrize("limit", ["0", "-5"])
+def test_a_bad_limit_is_an_error_not_all_or_most_examples(tmp_path, capsys, limit):
+    out = tmp_path / "run"
+    main(["train", "--epochs", "1", "--out", str(out), "--no-progress", "--hidden", "16"])
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "model.npz"), "--samples", "5", "--limit", limit]) == 2
+    assert "--limit must be" in capsys.readouterr().err
