@@ -8,6 +8,7 @@ analytic gradient is right; above about 1e-2 it is almost surely wrong.
 import numpy as np
 
 from .backend import get_array_module, to_numpy
+from .validation import check_positive
 
 
 def numerical_gradient(f, x, h=1e-5, order=2):
@@ -20,9 +21,18 @@ def numerical_gradient(f, x, h=1e-5, order=2):
     ``order=2``: ``(f(x+h) - f(x-h)) / 2h``, error ``O(h^2)``.
     ``order=4``: ``(8 (f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h``, error
     ``O(h^4)``, which allows a larger ``h`` and so less rounding noise.
+
+    ``x`` must be a float32 or float64 array (float64 for a check worth the
+    name): an integer array cannot hold ``x + h``, and float16 rounds it away.
+    Each entry is restored even when ``f`` raises or the check is interrupted.
     """
     if order not in (2, 4):
         raise ValueError(f"order must be 2 or 4; got {order!r}")
+    h = check_positive("h", h)
+    dtype = getattr(x, "dtype", None)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"numerical_gradient perturbs x in place, so x must be a float64 (or float32) array; "
+                         f"got {dtype or type(x).__name__}. Convert it first, e.g. x = x.astype(np.float64)")
     xp = get_array_module(x)
     grad = np.zeros(x.shape, dtype=np.float64)
 
@@ -32,13 +42,15 @@ def numerical_gradient(f, x, h=1e-5, order=2):
 
     for idx in np.ndindex(*x.shape):
         old = x[idx].copy()
-        d1 = f_at(idx, old, h) - f_at(idx, old, -h)
-        if order == 2:
-            grad[idx] = d1 / (2 * h)  # df/dx ~ (f(x+h) - f(x-h)) / 2h
-        else:
-            d2 = f_at(idx, old, 2 * h) - f_at(idx, old, -2 * h)
-            grad[idx] = (8 * d1 - d2) / (12 * h)  # cancels the h^2 error term
-        x[idx] = old
+        try:
+            d1 = f_at(idx, old, h) - f_at(idx, old, -h)
+            if order == 2:
+                grad[idx] = d1 / (2 * h)  # df/dx ~ (f(x+h) - f(x-h)) / 2h
+            else:
+                d2 = f_at(idx, old, 2 * h) - f_at(idx, old, -2 * h)
+                grad[idx] = (8 * d1 - d2) / (12 * h)  # cancels the h^2 error term
+        finally:
+            x[idx] = old
     return xp.asarray(grad)
 
 

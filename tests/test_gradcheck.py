@@ -50,3 +50,49 @@ def test_check_gradients_needs_float64(rng):
     model = VAE(5, hidden_dims=(), latent_dim=2)
     with pytest.raises(ValueError, match="float64"):
         check_gradients(model, rng.random((2, 5)), rng.standard_normal((2, 2)))
+
+
+def test_numerical_gradient_restores_its_input_when_f_fails(rng):
+    x = rng.standard_normal(4)
+    before, calls = x.copy(), []
+
+    def f():
+        calls.append(1)
+        if len(calls) == 6:  # in the middle of the second entry's differences
+            raise KeyboardInterrupt
+        return float((x**2).sum())
+
+    with pytest.raises(KeyboardInterrupt):
+        numerical_gradient(f, x, order=4)
+    assert np.array_equal(x, before)
+
+
+def test_check_gradients_leaves_the_model_as_it_was_when_interrupted(rng, monkeypatch):
+    model = VAE(5, hidden_dims=(4,), latent_dim=2, dtype="float64")
+    x, eps = rng.random((3, 5)), rng.standard_normal((3, 2))
+    before = model.flat_params.copy()
+    real, calls = model.loss_and_grads, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "loss_and_grads", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        check_gradients(model, x, eps)
+    assert np.array_equal(model.flat_params, before)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float16, bool])
+def test_numerical_gradient_refuses_arrays_that_cannot_hold_x_plus_h(dtype):
+    x = np.array([1, 2, 3]).astype(dtype)
+    with pytest.raises(ValueError, match="must be a float64 .* array; got"):
+        numerical_gradient(lambda: float((x.astype(float) ** 2).sum()), x)
+
+
+@pytest.mark.parametrize("h", [0, -1e-5, float("nan")])
+def test_numerical_gradient_needs_a_positive_step(h):
+    with pytest.raises(ValueError, match="h must be a finite number > 0"):
+        numerical_gradient(lambda: 0.0, np.zeros(2), h=h)
