@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .backend import to_numpy
+from .validation import check_positive
 
 
 def image_shape(d):
@@ -24,6 +25,7 @@ def image_shape(d):
 
 def tile(images, cols, shape, pad=1):
     """Arrange ``images`` (n, h*w) into one (rows*(h+pad), cols*(w+pad)) array for a single imshow."""
+    cols = check_positive("cols", cols, integer=True)
     images = to_numpy(images).reshape(-1, *shape)
     n, (h, w) = len(images), shape
     rows = -(-n // cols)
@@ -46,6 +48,8 @@ def _image_figure(canvas, title, width=6.0):
 
 def plot_history(history):
     """Loss curves: the training loss with its reconstruction and KL terms, and the validation ELBO."""
+    if not history:
+        raise ValueError("the history is empty: there is nothing to plot until the model has trained an epoch")
     epochs = [row["epoch"] for row in history]
     fig = Figure(figsize=(10, 3.5), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
@@ -103,11 +107,14 @@ def plot_latent(model, x, labels, batch_size=1000):
     """The posterior means ``mu`` coloured by label.
 
     Two latent dimensions are shown as they are; more are projected onto the
-    first two principal directions of ``mu``.
+    first two principal directions of ``mu``; one is drawn against the label.
     """
     mu = np.concatenate([to_numpy(model.encode(x[i:i + batch_size])[0]) for i in range(0, len(x), batch_size)])
     xlabel, ylabel = "z[0]", "z[1]"
-    if mu.shape[1] > 2:
+    if mu.shape[1] == 1:
+        mu = np.column_stack([mu[:, 0], to_numpy(labels)])
+        ylabel = "label"
+    elif mu.shape[1] > 2:
         centred = mu - mu.mean(0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         mu = centred @ vt[:2].T
@@ -125,8 +132,14 @@ def manifold_grid(n=15, dims=(0, 1), latent_dim=2, edge=0.05):
 
     Quantiles ``edge .. 1 - edge`` pushed through the inverse normal CDF give a
     grid that covers the prior evenly in probability. Other dimensions are 0.
+    With one latent dimension the grid is one row of ``n`` points along it.
     """
+    n = check_positive("n", n, integer=True)
     q = [NormalDist().inv_cdf(p) for p in np.linspace(edge, 1 - edge, n)]
+    if latent_dim == 1:
+        return np.array(q, dtype=np.float32)[:, None]
+    if len(dims) != 2 or not all(0 <= d < latent_dim for d in dims):
+        raise ValueError(f"dims must name two of the {latent_dim} latent dimensions (0 to {latent_dim - 1}); got {dims!r}")
     z = np.zeros((n * n, latent_dim), dtype=np.float32)
     for r in range(n):
         for c in range(n):
@@ -136,10 +149,11 @@ def manifold_grid(n=15, dims=(0, 1), latent_dim=2, edge=0.05):
 
 
 def plot_manifold(model, n=15, dims=(0, 1), shape=None):
-    """The learned 2-D manifold: decoded images over a grid of latent quantiles."""
+    """The learned 2-D manifold: decoded images over a grid of latent quantiles (a row, for a 1-D latent space)."""
     z = manifold_grid(n, dims, model.latent_dim)
     canvas = tile(model.decode(z), n, shape or image_shape(model.input_dim))
-    return _image_figure(canvas, f"decoded grid over z[{dims[0]}], z[{dims[1]}]", width=6.0)
+    over = "z[0]" if model.latent_dim == 1 else f"z[{dims[0]}], z[{dims[1]}]"
+    return _image_figure(canvas, f"decoded grid over {over}", width=6.0)
 
 
 def plot_interpolation(model, x_a, x_b, steps=10, shape=None):

@@ -64,3 +64,20 @@ def test_tile_layout():
 def test_non_square_images_need_a_shape():
     with pytest.raises(ValueError, match="pass shape"):
         plotting.image_shape(10)
+
+
+def test_one_latent_dimension_is_drawn_too():
+    model = VAE(64, hidden_dims=(8,), latent_dim=1)
+    x, y = load_digits("test")
+    assert isinstance(plotting.plot_latent(model, x[:50], y[:50]), Figure)
+    assert isinstance(plotting.plot_manifold(model, n=7), Figure)
+    assert plotting.manifold_grid(7, latent_dim=1).shape == (7, 1)
+
+
+def test_bad_figure_arguments_are_errors():
+    with pytest.raises(ValueError, match="history is empty"):
+        plotting.plot_history([])
+    with pytest.raises(ValueError, match="cols must be a finite integer > 0"):
+        plotting.tile(np.zeros((4, 64)), 0, (8, 8))
+    with pytest.raises(ValueError, match=r"dims must name two of the 3 latent dimensions"):
+        plotting.manifold_grid(5, dims=(0, 3), latent_dim=3)
