@@ -55,7 +55,8 @@ def main():
         (vae, "_decode_backward"): "decoder backward (4 products)",
         (vae._sampler, "backward"): "sample backward",
         (vae, "_encode_backward"): "encoder backward (5 products)",
-        (training, "_finite"): "finite-gradient check",
+        (training, "_finite"): "finite checks (the gradient, then the updated parameters)",
+        (training.StepSnapshot, "take"): "copy of the state, to undo a failed step",
         (vae.optimizer_, "step"): f"Adam over {vae.n_params:,} parameters",
     }
     originals = {key: getattr(*key) for key in stages}
@@ -67,17 +68,17 @@ def main():
         elapsed = time.perf_counter() - start
     finally:
         for (owner, attr), fn in originals.items():
-            if isinstance(owner, types.ModuleType):
+            if isinstance(owner, (types.ModuleType, type)):
                 setattr(owner, attr, fn)
             else:
                 delattr(owner, attr)  # the instance falls back to its class's method
 
     steps = len(times[stages[vae.optimizer_, "step"]])
     step = elapsed / steps * 1e3
-    print(f"ms per step, batch {args.batch_size}, {steps} steps\n  median    mean  stage")
+    print(f"ms per step, batch {args.batch_size}, {steps} steps\n  median    mean  stage  (median of one call; mean per step)")
     total = 0.0
     for label in stages.values():
-        med, mean = statistics.median(times[label]) * 1e3, statistics.fmean(times[label]) * 1e3
+        med, mean = statistics.median(times[label]) * 1e3, sum(times[label]) / steps * 1e3
         total += mean
         print(f"  {med:6.3f}  {mean:6.3f}  {label}")
     print(f"          {step - total:6.3f}  the rest: batch gather, noise, bookkeeping, per-epoch diagnostics")

@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import signal
 import sys
 import time
 from pathlib import Path
@@ -61,9 +62,16 @@ def write_history(history, path):
         writer.writerows(rows)
 
 
-def save_figure(fig, path):
+def save_figure(fig, path, default_name="figure.png"):
+    """Write ``fig`` to ``path``: into it as ``default_name`` if it is a folder, with ``.png`` added if it has no suffix."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / default_name
+    elif not path.suffix:
+        path = path.with_suffix(".png")
     fig.savefig(path, dpi=100)
     print(f"wrote {path}")
+    return path
 
 
 def cmd_train(args):
@@ -82,19 +90,28 @@ def cmd_train(args):
                     latent_dim=args.latent_dim, activation=args.activation, likelihood=args.likelihood,
                     decoder_std=args.decoder_std, beta=args.beta, backend=args.backend, seed=args.seed)
     print(model)
-    start = time.perf_counter()
+    start, done = time.perf_counter(), len(model.history_)
     try:
         model.fit(x, epochs=epochs, batch_size=batch_size, lr=args.lr, validation=x_test,
                   progress=not args.no_progress, binarize=args.binarize, warmup_epochs=args.warmup_epochs,
                   free_bits=args.free_bits)
     except DivergedError as err:
-        print(f"error: {err}", file=sys.stderr)
+        save_checkpoint(model, out)
+        print(f"error: {err}\nThe last good model is saved in {out / 'model.npz'}; continue it with --resume "
+              "and a smaller --lr.", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - start
-    model.save(out / "model.npz")
-    print(f"wrote {out / 'model.npz'}")
-    write_history(model.history_, out / "history.csv")
-    print(f"wrote {out / 'history.csv'}")
+    trained = len(model.history_) - done
+    if model.stopped_by_:
+        save_checkpoint(model, out)
+        left = epochs - trained
+        print(f"training stopped by {model.stopped_by_} after {trained} of {epochs} epochs"
+              + (" and part of the next" if model.partial_epoch_ else "")
+              + f"; saved every completed step in {out / 'model.npz'}, which resumes exactly: "
+              f"python -m minivae train --resume {out / 'model.npz'} --out {out} --epochs {left} "
+              "(with the same data and batch size)", file=sys.stderr)
+        return 128 + signal.Signals[model.stopped_by_].value
+    save_checkpoint(model, out)
     if model.history_:
         save_figure(plotting.plot_history(model.history_), out / "loss.png")
     save_figure(plotting.plot_reconstructions(model, x_test[:12], n=12), out / "reconstructions.png")
@@ -103,16 +120,27 @@ def cmd_train(args):
     save_figure(plotting.plot_manifold(model), out / "manifold.png")
     kl_dims, _, variances = latent_diagnostics(model, x_test)
     save_figure(plotting.plot_kl_per_dim(kl_dims, variances), out / "kl_per_dim.png")
-    print(f"trained {epochs} epochs in {seconds:.1f} s")
+    print(f"trained {trained} epochs in {seconds:.1f} s")
     print(f"final test ELBO: {mean_elbo(model, x_test):.3f} nats per example")
     return 0
+
+
+def save_checkpoint(model, out):
+    """Write the model and its history into the folder ``out``, and then say so.
+
+    Both files are written before anything is printed: after a SIGHUP the
+    terminal may be gone, and a failed print must not cost the history.
+    """
+    model.save(out / "model.npz")
+    write_history(model.history_, out / "history.csv")
+    print(f"wrote {out / 'model.npz'}\nwrote {out / 'history.csv'}")
 
 
 def cmd_sample(args):
     model = VAE.load(args.checkpoint, backend=args.backend)
     if args.seed is not None:
-        model.rng_ = np.random.default_rng(args.seed)
-    save_figure(plotting.plot_samples(model, args.n), args.out)
+        model.eval_rng_ = np.random.default_rng(args.seed)
+    save_figure(plotting.plot_samples(model, args.n), args.out, default_name="samples.png")
     return 0
 
 
@@ -166,8 +194,10 @@ def build_parser():
                             description="Decode draws from the prior of a saved model into an image grid.")
     sample.add_argument("--checkpoint", required=True, help="a model.npz written by train")
     sample.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
-    sample.add_argument("--out", default="samples.png", help="PNG to write (default: samples.png)")
-    sample.add_argument("--seed", type=int, help="reseed the generator (default: continue the saved one)")
+    sample.add_argument("--out", default="samples.png",
+                        help="image to write; a folder gets samples.png, a name without a suffix gets .png "
+                             "(default: samples.png)")
+    sample.add_argument("--seed", type=int, help="reseed the sampling generator (default: continue the saved one)")
     sample.add_argument("--backend", choices=("numpy", "cupy", "auto"))
     sample.set_defaults(run=cmd_sample)
 
@@ -190,4 +220,7 @@ def main(argv=None):
         return args.run(args)
     except (ValueError, FileNotFoundError, ImportError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; try a smaller model, batch size or --limit", file=sys.stderr)
         return 2

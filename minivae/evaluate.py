@@ -26,7 +26,8 @@ def log_likelihood(model, x, n_samples=1000, max_rows=16384):
 
     ``log (1/K) sum_k exp(log w_k)`` with ``log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)``,
     accumulated by a streaming log-sum-exp over chunks of samples, so memory is
-    bounded by ``max_rows`` decoded rows whatever ``K`` is.
+    bounded by ``max_rows`` decoded rows whatever ``K`` is. The samples come
+    from the model's evaluation stream ``eval_rng_``.
     """
     K = check_positive("n_samples", n_samples, integer=True)
     check_positive("max_rows", max_rows, integer=True)
@@ -44,7 +45,7 @@ def log_likelihood(model, x, n_samples=1000, max_rows=16384):
         s = xp.zeros((B,), dtype=model.dtype)  # running sum of exp(log w - m)
         for start in range(0, K, per_chunk):
             c = min(per_chunk, K - start)
-            eps = model._draw_normal((B, c, model.latent_dim))
+            eps = model._draw_normal((B, c, model.latent_dim), model.eval_rng_)
             z = mu[:, None, :] + xp.exp(0.5 * logvar)[:, None, :] * eps  # (B, c, L)
             log_w = _log_weights(model, xb, z, mu, logvar)  # (B, c)
             m_new = xp.maximum(m, log_w.max(axis=1))

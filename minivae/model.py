@@ -1,14 +1,18 @@
 """The variational autoencoder: encoder, reparameterised sample, decoder, ELBO and its gradient."""
 
+import math
+import os
+
 import numpy as np
 
 from .backend import get_array_module, name_of, resolve, to_backend
 from .layers import ACTIVATIONS, Dense, GaussianSample, sigmoid
 from .losses import bernoulli_nll, gaussian_nll, gaussian_nll_learned, kl_per_dimension
-from .validation import as_batch, check_choice, check_positive
+from .validation import as_batch, check_choice, check_positive, check_seed
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 DTYPES = ("float32", "float64")
+DECODER_STD_RANGE = (1e-6, 1e6)  # beyond these, 1 / std^2 leaves the float range of the loss
 
 
 class VAE:
@@ -30,15 +34,16 @@ class VAE:
         ``p(x|z)``: Bernoulli pixels (decoder outputs logits) or a Gaussian
         (decoder outputs the mean).
     decoder_std : float or "learned"
-        Gaussian only: a fixed standard deviation, or ``"learned"`` for a
-        per-pixel log-variance head ``decoder.logvar``.
+        Gaussian only: a fixed standard deviation in ``DECODER_STD_RANGE``,
+        or ``"learned"`` for a per-pixel log-variance head ``decoder.logvar``.
     beta : float
         Weight of the KL term (``beta = 1`` is the ELBO; other values give a beta-VAE).
     dtype : {"float32", "float64"}
     backend : {"numpy", "cupy", "auto"} or None
         ``None`` reads ``MINIVAE_BACKEND`` (default NumPy).
-    seed : int
-        Seeds the model's one random generator (initial weights, noise, shuffling).
+    seed : int or None
+        Seeds the model's random generators; ``None`` draws a fresh seed, kept
+        in ``seed`` so that the run can be repeated.
 
     Attributes
     ----------
@@ -47,33 +52,49 @@ class VAE:
         All are views into one flat vector, so an optimiser updates them in one pass.
     xp : module
         The array module (NumPy or CuPy) holding the parameters.
+    rng_ : numpy.random.Generator
+        Training's randomness: initial weights, shuffling, the noise of each
+        step, dynamic binarisation. A seed fixes the whole training run.
+    eval_rng_ : numpy.random.Generator
+        Evaluation's randomness (``elbo``, ``sample``, ``log_likelihood``,
+        validation during ``fit``), an independent stream, so evaluating a
+        model never changes how it trains.
     history_ : list of dict
         One row per trained epoch (see :meth:`fit`).
+    stopped_by_ : str or None
+        The signal (``"SIGINT"``, ``"SIGTERM"``, ``"SIGHUP"``) that stopped the
+        last call of :meth:`fit`, or None if it ran to the end.
+    partial_epoch_ : dict or None
+        Where an unfinished epoch stands (its order of examples, the next
+        step, running totals), for :meth:`fit` to go on from; saved with the model.
     """
 
     def __init__(self, input_dim, hidden_dims=(400,), latent_dim=20, activation="relu",
                  likelihood="bernoulli", decoder_std=1.0, beta=1.0, dtype="float32",
                  backend=None, seed=0):
+        # Every setting is checked and kept as a plain Python value, so a checkpoint can always be written.
         self.input_dim = check_positive("input_dim", input_dim, integer=True)
         if isinstance(hidden_dims, (int, np.integer)):
             hidden_dims = (hidden_dims,)
+        if isinstance(hidden_dims, str):
+            raise ValueError(f"hidden_dims must be a sequence of integers like (400, 200); got {hidden_dims!r}")
         self.hidden_dims = tuple(check_positive("each hidden size", h, integer=True) for h in hidden_dims)
         self.latent_dim = check_positive("latent_dim", latent_dim, integer=True)
         self.activation = check_choice("activation", activation, ("relu", "tanh"))
         self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
-        if decoder_std != "learned":
-            try:
-                check_positive("decoder_std", decoder_std)
-            except ValueError:
-                raise ValueError(f"decoder_std must be a number > 0 or 'learned'; got {decoder_std!r}") from None
-        self.decoder_std = decoder_std
+        self.decoder_std = _check_decoder_std(decoder_std)
         self.beta = check_positive("beta", beta, allow_zero=True)
         self.dtype = _check_dtype(dtype)
-        self.seed = seed
-        self.rng_ = np.random.default_rng(seed)
+        self.seed = int(np.random.SeedSequence().entropy) if seed is None else check_seed(seed)
+        self.rng_ = np.random.default_rng(self.seed)
+        self.eval_rng_ = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(1)[0])
         self.history_ = []
         self.optimizer_ = None
-        flat = _init_params(self._param_shapes(), self.rng_, self.dtype)
+        self.partial_epoch_ = None
+        self.stopped_by_ = None
+        shapes = self._param_shapes()
+        _check_size(shapes, self.dtype)
+        flat = _init_params(shapes, self.rng_, self.dtype)
         self._bind(resolve(backend).asarray(flat))
 
     # ------------------------------------------------------------------ structure
@@ -91,25 +112,7 @@ class VAE:
         }
 
     def _param_shapes(self):
-        """Name -> shape of every parameter, in forward order."""
-        shapes = {}
-
-        def dense(prefix, fan_in, fan_out):
-            shapes[f"{prefix}.W"] = (fan_in, fan_out)
-            shapes[f"{prefix}.b"] = (fan_out,)
-
-        enc = (self.input_dim, *self.hidden_dims)
-        for i, (a, b) in enumerate(zip(enc[:-1], enc[1:])):
-            dense(f"encoder.{i}", a, b)
-        dense("encoder.mu", enc[-1], self.latent_dim)
-        dense("encoder.logvar", enc[-1], self.latent_dim)
-        dec = (self.latent_dim, *reversed(self.hidden_dims))
-        for i, (a, b) in enumerate(zip(dec[:-1], dec[1:])):
-            dense(f"decoder.{i}", a, b)
-        dense("decoder.out", dec[-1], self.input_dim)
-        if self.learned_variance:
-            dense("decoder.logvar", dec[-1], self.input_dim)
-        return shapes
+        return param_shapes(self.input_dim, self.hidden_dims, self.latent_dim, self.learned_variance)
 
     def _bind(self, flat):
         """Make ``flat`` the parameter vector: slice it into per-layer views and build the layers."""
@@ -256,19 +259,21 @@ class VAE:
     def _latents(self, z, name="z"):
         return as_batch(z, self.xp, self.dtype, self.latent_dim, name=name)
 
-    def _eps(self, eps, n):
-        """Check an injected noise array, or draw ``eps ~ N(0, I)`` of shape (n, K) from the model's generator."""
+    def _eps(self, eps, n, rng=None):
+        """Check an injected noise array, or draw ``eps ~ N(0, I)`` of shape (n, K) from ``rng`` (default ``rng_``)."""
         if eps is None:
-            return self._draw_normal((n, self.latent_dim))
+            return self._draw_normal((n, self.latent_dim), rng)
         eps = self._latents(eps, name="eps")
         if eps.shape[0] != n:
             raise ValueError(f"eps has {eps.shape[0]} rows but x has {n}; pass eps of shape ({n}, {self.latent_dim})")
         return eps
 
-    def _draw_normal(self, shape):
-        # Noise is drawn on the host from the one seeded generator and then
-        # moved: NumPy and CuPy runs with the same seed see the same eps.
-        return self.xp.asarray(self.rng_.standard_normal(shape, dtype=self.dtype))
+    def _draw_normal(self, shape, rng=None):
+        # Noise is drawn on the host from a seeded generator (training's, unless
+        # told otherwise) and then moved: NumPy and CuPy runs with the same seed
+        # see the same eps.
+        rng = self.rng_ if rng is None else rng
+        return self.xp.asarray(rng.standard_normal(shape, dtype=self.dtype))
 
     # ------------------------------------------------------------------ public API
     def loss_and_grads(self, x, eps=None, kl_weight=None, free_bits=0.0):
@@ -281,9 +286,10 @@ class VAE:
             Freezes the noise of ``z = mu + sigma * eps`` (for gradient checks);
             drawn from the model's generator when omitted.
         kl_weight : float, optional
-            Weight of the KL term (default ``beta``; KL warm-up lowers it).
+            Weight of the KL term, a finite number >= 0 (default ``beta``;
+            KL warm-up lowers it).
         free_bits : float
-            Per-dimension floor on the batch-mean KL (see :meth:`fit`).
+            Per-dimension floor on the batch-mean KL, >= 0 (see :meth:`fit`).
 
         Returns
         -------
@@ -292,6 +298,9 @@ class VAE:
         grads : dict
             Same keys and shapes as ``params``; fresh copies.
         """
+        if kl_weight is not None:
+            kl_weight = check_positive("kl_weight", kl_weight, allow_zero=True)
+        free_bits = check_positive("free_bits", free_bits, allow_zero=True)
         x = self._batch(x)
         loss, _, _ = self._forward_backward(x, self._eps(eps, x.shape[0]), kl_weight, free_bits)
         return loss, {name: g.copy() for name, g in self._grads.items()}
@@ -311,24 +320,25 @@ class VAE:
         return self.decode(mu)
 
     def sample(self, n):
-        """``n`` draws from the model: ``z ~ N(0, I)``, then the mean of ``p(x|z)``; (n, D)."""
-        check_positive("n", n, integer=True)
-        return self.decode(self._draw_normal((n, self.latent_dim)))
+        """``n`` draws from the model: ``z ~ N(0, I)`` (from ``eval_rng_``), then the mean of ``p(x|z)``; (n, D)."""
+        n = check_positive("n", n, integer=True)
+        return self.decode(self._draw_normal((n, self.latent_dim), self.eval_rng_))
 
     def elbo(self, x, n_samples=1, eps=None):
         """Per-example ELBO ``E_q[log p(x|z)] - KL(q(z|x) || p(z))`` in nats, shape (N,).
 
         The expectation is estimated with ``n_samples`` reparameterised draws
-        (the KL is exact). ``beta`` does not enter: this is the true bound on
-        ``log p(x)``. ``eps`` of shape (N, K) fixes the noise for one sample.
+        from ``eval_rng_`` (the KL is exact). ``beta`` does not enter: this is
+        the true bound on ``log p(x)``. ``eps`` of shape (N, K) fixes the noise
+        for one sample.
         """
-        check_positive("n_samples", n_samples, integer=True)
+        n_samples = check_positive("n_samples", n_samples, integer=True)
         x = self._batch(x)
         mu, logvar = self._encode(x)
         kl = kl_per_dimension(mu, logvar)[0].sum(axis=1)
         rec = 0
         for s in range(n_samples):
-            z = self._sampler.forward(mu, logvar, self._eps(eps if s == 0 else None, x.shape[0]))
+            z = self._sampler.forward(mu, logvar, self._eps(eps if s == 0 else None, x.shape[0], self.eval_rng_))
             rec = rec + self._nll(x, *self._decode(z))[0]
         return -(rec / n_samples) - kl
 
@@ -352,6 +362,67 @@ class VAE:
         """Read a checkpoint onto a backend (see :func:`minivae.checkpoint.load`)."""
         from .checkpoint import load
         return load(path, backend=backend)
+
+
+def param_shapes(input_dim, hidden_dims, latent_dim, learned_variance=False):
+    """Name -> shape of every parameter of a VAE with this structure, in forward order.
+
+    The encoder is ``input_dim -> hidden_dims... -> (mu, logvar)``; the decoder
+    mirrors it, with a second output head ``decoder.logvar`` when the
+    Gaussian's variance is learned.
+    """
+    shapes = {}
+
+    def dense(prefix, fan_in, fan_out):
+        shapes[f"{prefix}.W"] = (fan_in, fan_out)
+        shapes[f"{prefix}.b"] = (fan_out,)
+
+    enc = (input_dim, *hidden_dims)
+    for i, (a, b) in enumerate(zip(enc[:-1], enc[1:])):
+        dense(f"encoder.{i}", a, b)
+    dense("encoder.mu", enc[-1], latent_dim)
+    dense("encoder.logvar", enc[-1], latent_dim)
+    dec = (latent_dim, *reversed(hidden_dims))
+    for i, (a, b) in enumerate(zip(dec[:-1], dec[1:])):
+        dense(f"decoder.{i}", a, b)
+    dense("decoder.out", dec[-1], input_dim)
+    if learned_variance:
+        dense("decoder.logvar", dec[-1], input_dim)
+    return shapes
+
+
+def _check_decoder_std(std):
+    if isinstance(std, str) and std == "learned":
+        return std
+    lo, hi = DECODER_STD_RANGE
+    try:
+        value = check_positive("decoder_std", std)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise ValueError(f"decoder_std must be 'learned' or a number from {lo:g} to {hi:g}; got {std!r}")
+    return value
+
+
+def _check_size(shapes, dtype):
+    """Refuse, before allocating, a model whose training would not fit in this machine's memory."""
+    n = sum(math.prod(shape) for shape in shapes.values())
+    # the larger of training's parameters, gradients and Adam's two moments, and the initial
+    # weights' float64 draw (the parts and their concatenation) with the copy in the model's dtype
+    need = n * max(4 * dtype.itemsize, 16 + dtype.itemsize)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): let the allocator decide
+        return
+    if need > have:
+        raise ValueError(f"this model has {_count(n)} parameters and needs {_count(need >> 30)} GiB to train, "
+                         f"more than this machine's {have / 2**30:.1f} GiB of memory; choose smaller "
+                         "hidden_dims, input_dim or latent_dim")
+
+
+def _count(n):
+    """A count for a message: ``1,234,567``, or ``about 10^400`` past the float range."""
+    return f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
 
 
 def _check_dtype(dtype):

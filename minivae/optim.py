@@ -14,12 +14,26 @@ from .validation import check_positive
 
 
 class Optimizer:
-    """Shared state handling: ``state`` holds a step count and named arrays."""
+    """Shared state handling: ``t`` counts the steps taken, ``state`` holds named arrays.
+
+    A subclass names its state arrays in ``state_names()`` and its
+    constructor's arguments in ``hyperparameters()``; a checkpoint stores both
+    and rebuilds the optimiser through the constructor, so every value is
+    checked again on the way back in.
+    """
 
     def __init__(self, lr):
         self.lr = check_positive("lr", lr)
         self.t = 0
         self.state = {}
+
+    def hyperparameters(self):
+        """The constructor's arguments, as plain Python values."""
+        return {"lr": self.lr}
+
+    def state_names(self):
+        """The names of the state arrays that ``step`` keeps."""
+        return ()
 
     def _buffer(self, name, like):
         if name not in self.state:
@@ -30,10 +44,33 @@ class Optimizer:
         """``{"t": int, name: array, ...}``: everything needed to resume exactly."""
         return {"t": self.t, **self.state}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state, like=None):
+        """Restore what :meth:`state_dict` returned, after checking it.
+
+        ``t`` must be an integer >= 0; after any step, each array of
+        ``state_names()`` must be present, finite, and (given ``like``, the
+        parameter vector) of its shape and dtype. Raises ``ValueError``
+        naming the first problem; the optimiser is unchanged then.
+        """
         state = dict(state)
-        self.t = int(state.pop("t"))
-        self.state = state
+        t = state.pop("t", None)
+        if not isinstance(t, (int, np.integer)) or isinstance(t, (bool, np.bool_)) or t < 0:
+            raise ValueError(f"the optimiser's step count must be an integer >= 0; got {t!r}")
+        expected = set(self.state_names()) if t > 0 else set()
+        if not expected <= set(state) <= set(self.state_names()):
+            raise ValueError(f"{type(self).__name__} after {t} steps keeps the state {sorted(expected) or 'nothing'}; "
+                             f"got {sorted(state) or 'nothing'}")
+        for name, a in state.items():
+            if like is not None and (a.shape != like.shape or a.dtype != like.dtype):
+                raise ValueError(f"optimiser state {name!r} is {a.dtype} {a.shape}; the parameters are "
+                                 f"{like.dtype} {like.shape}")
+            self.check_state(name, a)
+        self.t, self.state = int(t), state
+
+    def check_state(self, name, a):
+        """Raise ``ValueError`` unless the state array ``a`` is one this optimiser could have made."""
+        if not bool(get_array_module(a).isfinite(a).all()):
+            raise ValueError(f"optimiser state {name!r} holds NaN or inf")
 
     def to(self, xp):
         """Move the state arrays to the array module ``xp``."""
@@ -53,15 +90,21 @@ class SGD(Optimizer):
         super().__init__(lr)
         self.momentum = check_positive("momentum", momentum, allow_zero=True)
 
+    def hyperparameters(self):
+        return {"lr": self.lr, "momentum": self.momentum}
+
+    def state_names(self):
+        return ("v",) if self.momentum else ()
+
     def step(self, w, dw):
-        self.t += 1
         if self.momentum == 0:
             w -= self.lr * dw
-            return
-        v = self._buffer("v", w)
-        v *= self.momentum
-        v += dw  # v <- momentum * v + dw
-        w -= self.lr * v  # w <- w - lr * v
+        else:
+            v = self._buffer("v", w)
+            v *= self.momentum
+            v += dw  # v <- momentum * v + dw
+            w -= self.lr * v  # w <- w - lr * v
+        self.t += 1
 
 
 class Adam(Optimizer):
@@ -87,20 +130,35 @@ class Adam(Optimizer):
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(lr)
-        self.b1, self.b2 = betas
-        if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1):
-            raise ValueError(f"Adam betas must lie in [0, 1); got {betas!r}")
+        try:
+            b1, b2 = (check_positive("each of Adam's betas", b, allow_zero=True) for b in betas)
+        except (TypeError, ValueError):
+            b1 = None
+        if b1 is None or not (b1 < 1 and b2 < 1):
+            raise ValueError(f"Adam's betas must be two numbers in [0, 1); got {betas!r}")
+        self.b1, self.b2 = b1, b2
         self.eps = check_positive("eps", eps)
 
+    def hyperparameters(self):
+        return {"lr": self.lr, "betas": [self.b1, self.b2], "eps": self.eps}
+
+    def state_names(self):
+        return ("m", "v")
+
+    def check_state(self, name, a):
+        super().check_state(name, a)
+        if name == "v" and bool((a < 0).any()):
+            raise ValueError("Adam's second moment 'v' has negative entries; it is a running mean of squares")
+
     def step(self, w, dw):
-        self.t += 1
+        t = self.t + 1  # counted in self.t only once the update is complete
         xp = get_array_module(w, dw)
         m, v = self._buffer("m", w), self._buffer("v", w)
         b1, b2 = self.b1, self.b2
-        c2 = (1 - b2**self.t) ** 0.5
-        lr_t = self.lr * c2 / (1 - b1**self.t)
+        c2 = (1 - b2**t) ** 0.5
+        lr_t = self.lr * c2 / (1 - b1**t)
         eps_hat = self.eps * c2
-        flush = self.t % self.FLUSH_EVERY == 0
+        flush = t % self.FLUSH_EVERY == 0
         tiny = np.finfo(w.dtype).tiny  # the smallest normal number
 
         def update(s, t):
@@ -123,6 +181,7 @@ class Adam(Optimizer):
                 vc[vc < tiny] = 0
 
         for_each_chunk(w.size, update, xp, w.dtype)
+        self.t = t
 
 
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}

@@ -31,7 +31,15 @@ def n_threads():
     and handing work to a thread and getting the answer back takes about
     100 microseconds. Try more threads on a machine with spare cores.
     """
-    return max(1, int(os.environ.get("MINIVAE_NUM_THREADS", "1")))
+    text = os.environ.get("MINIVAE_NUM_THREADS", "1")
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"MINIVAE_NUM_THREADS must be a whole number of threads, 1 or more; got {text!r}. "
+                         "Unset it for the default of 1")
+    return threads
 
 
 def for_each_chunk(n, fn, xp=np, dtype=np.float32):

@@ -1,18 +1,41 @@
-"""The training loop: minibatches, the optimiser step, progress, history, and safe stopping."""
+"""The training loop: minibatches, the optimiser step, progress, history, and safe stopping.
+
+Training never leaves a model half-updated:
+
+* Each step is all or nothing. The parameters, the optimiser's state and the
+  random generator are copied before the step; a step whose result is not
+  finite, or that an exception interrupts, is undone from that copy.
+* SIGINT (Ctrl-C), SIGTERM and SIGHUP do not interrupt a step: while ``fit``
+  runs they only ask it to stop once the step in flight is complete. A second
+  Ctrl-C stops at once (and the step it interrupts is undone).
+* A stop in the middle of an epoch is remembered in ``model.partial_epoch_``
+  (saved with the model), and the next ``fit`` on the same data finishes that
+  epoch from the next step, so training stopped and resumed follows exactly
+  the path of training that never stopped.
+"""
 
 import math
+import signal
+import threading
 import time
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from .backend import get_array_module
 from .evaluate import latent_diagnostics
 from .optim import OPTIMIZERS
 from .validation import check_choice, check_positive
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
 
 class DivergedError(FloatingPointError):
-    """The loss or its gradient stopped being finite; the model keeps its last good parameters."""
+    """The loss, its gradient or the updated parameters stopped being finite.
+
+    The step that failed is undone: the model keeps the parameters, optimiser
+    state and generator state of the last good step.
+    """
 
 
 def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validation=None,
@@ -24,12 +47,14 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     x : (N, D) array
         Training data (pixel intensities in [0, 1] for a Bernoulli model).
     epochs, batch_size : int
+        ``epochs`` counts the epoch left unfinished by an earlier stop, if any.
     lr : float
     optimizer : {"adam", "sgd"}
         Its state is kept on the model (``model.optimizer_``), so calling ``fit``
         again, or after :meth:`VAE.load`, continues exactly where training stopped.
     validation : (M, D) array, optional
-        Its mean ELBO is recorded after every epoch.
+        Its mean ELBO is recorded after every epoch (with noise from the
+        model's evaluation stream, so validating does not change training).
     progress : bool
         Show a progress bar (a widget in notebooks) with the running loss.
     binarize : None or "dynamic"
@@ -48,68 +73,199 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     ``kl_per_dim`` (a list), measured on the validation data, else on up to
     ``eval_batch_size`` training examples.
 
-    A non-finite loss or gradient raises :class:`DivergedError` naming the epoch
-    and step, before that step touches the parameters. Ctrl-C stops after the
-    current step and returns the model, usable.
+    A non-finite loss, gradient or updated parameter raises
+    :class:`DivergedError` naming the epoch and step, with that step undone.
+    A stop signal (Ctrl-C, SIGTERM, SIGHUP) ends training after the current
+    step and returns the model; ``model.stopped_by_`` then names the signal
+    (it is None after a run that completed), and ``model.partial_epoch_``
+    holds the place in an unfinished epoch.
     """
-    check_positive("epochs", epochs, integer=True, allow_zero=True)
-    check_positive("batch_size", batch_size, integer=True)
-    check_positive("warmup_epochs", warmup_epochs, integer=True, allow_zero=True)
-    check_positive("free_bits", free_bits, allow_zero=True)
-    check_positive("eval_batch_size", eval_batch_size, integer=True)
+    epochs = check_positive("epochs", epochs, integer=True, allow_zero=True)
+    batch_size = check_positive("batch_size", batch_size, integer=True)
+    warmup_epochs = check_positive("warmup_epochs", warmup_epochs, integer=True, allow_zero=True)
+    free_bits = check_positive("free_bits", free_bits, allow_zero=True)
+    eval_batch_size = check_positive("eval_batch_size", eval_batch_size, integer=True)
     if binarize is not None:
         check_choice("binarize", binarize, ("dynamic",))
     x = model._batch(x, name="x")
     if validation is not None:
         validation = model._batch(validation, name="validation")
-    opt = _optimizer(model, check_choice("optimizer", optimizer, tuple(OPTIMIZERS)), lr)
-
     n = x.shape[0]
     steps = math.ceil(n / batch_size)
+    place = _resume_place(model, n, batch_size)
+    opt = _optimizer(model, check_choice("optimizer", optimizer, tuple(OPTIMIZERS)), lr)
+
+    model.stopped_by_ = None
     first = len(model.history_)
-    bar = tqdm(total=epochs * steps, disable=not progress, unit="batch", leave=True)
+    total_steps = epochs * steps - (place["step"] if place and epochs else 0)
+    bar = tqdm(total=total_steps, disable=not progress, unit="batch", leave=True)
+    snapshot = StepSnapshot(model, opt)
     try:
-        for epoch in range(first, first + epochs):
-            kl_weight = model.beta * (min(1.0, (epoch + 1) / warmup_epochs) if warmup_epochs else 1.0)
-            start = time.perf_counter()
-            totals = np.zeros(3)  # loss, reconstruction, kl, each summed over examples
-            perm = model.rng_.permutation(n)
-            for step in range(steps):
-                idx = perm[step * batch_size:(step + 1) * batch_size]
-                xb = x[model.xp.asarray(idx)]  # (B, D) gather on the model's device
-                if binarize == "dynamic":
-                    xb = _bernoulli(model, xb)
-                eps = model._draw_normal((len(idx), model.latent_dim))
-                loss, rec, kl = model._forward_backward(xb, eps, kl_weight, free_bits)
-                if not (math.isfinite(loss) and _finite(model.flat_grads)):
-                    raise DivergedError(
-                        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; the parameters are "
-                        f"left as they were after the previous step. Try a smaller learning rate (lr={lr}), "
-                        "or check the data for extreme values"
-                    )
-                opt.step(model.flat_params, model.flat_grads)
-                totals += len(idx) * np.array([loss, rec, kl])
-                bar.update(1)
-                if step % 10 == 0 or step == steps - 1:
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
-            seconds = time.perf_counter() - start
-            row = dict(zip(("loss", "reconstruction", "kl"), (totals / n).tolist()))
-            row.update(epoch=epoch + 1, kl_weight=kl_weight, seconds=seconds,
-                       val_elbo=mean_elbo(model, validation, eval_batch_size) if validation is not None else None)
-            probe = validation if validation is not None else x[:eval_batch_size]
-            kl_dims, active, _ = latent_diagnostics(model, probe)
-            row.update(active_units=active, kl_per_dim=kl_dims.tolist())
-            model.history_.append(row)
-    except KeyboardInterrupt:
-        bar.write(f"Training interrupted during epoch {len(model.history_) + 1}; the model keeps its parameters.")
+        with StopRequests() as stops:
+            for epoch in range(first, first + epochs):
+                kl_weight = model.beta * (min(1.0, (epoch + 1) / warmup_epochs) if warmup_epochs else 1.0)
+                if place is None:
+                    place = {"step": 0, "perm": model.rng_.permutation(n), "totals": np.zeros(3), "seconds": 0.0}
+                perm, totals = place["perm"], place["totals"]  # totals: loss, reconstruction, kl summed over examples
+                start = time.perf_counter() - place["seconds"]
+                for step in range(place["step"], steps):
+                    if stops.signal:
+                        break
+                    snapshot.take(totals)
+                    try:
+                        idx = perm[step * batch_size:(step + 1) * batch_size]
+                        loss, rec, kl = _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr)
+                        totals += len(idx) * np.array([loss, rec, kl])
+                        place["step"] = step + 1
+                    except BaseException:
+                        snapshot.restore(totals)
+                        place["step"] = step
+                        raise
+                    bar.update(1)
+                    if step % 10 == 0 or step == steps - 1:
+                        bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
+                place["seconds"] = time.perf_counter() - start
+                if place["step"] < steps:
+                    break
+                _end_epoch(model, epoch, n, totals, kl_weight, place["seconds"], validation, x, eval_batch_size)
+                place = None
+                if stops.signal:
+                    break
+        model.stopped_by_ = stops.signal
+    except KeyboardInterrupt:  # a second Ctrl-C, or one where no handler could be installed
+        model.stopped_by_ = "SIGINT"
     finally:
+        # the unfinished epoch, if any, is always the one after those in the history
+        model.partial_epoch_ = None if place is None else {
+            "epoch": len(model.history_) + 1, "n": n, "batch_size": batch_size, **place}
         bar.close()
+    if model.stopped_by_:
+        where = (f"in epoch {len(model.history_) + 1} after step {place['step']} of {steps}" if place
+                 else f"after epoch {len(model.history_)}")
+        bar.write(f"Training stopped by {model.stopped_by_} {where}; the model holds every completed step.")
     return model
+
+
+def _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr):
+    """One minibatch: forward, backward and the optimiser's update; raises DivergedError on a non-finite result."""
+    xb = x[model.xp.asarray(idx)]  # (B, D) gather on the model's device
+    if binarize == "dynamic":
+        xb = _bernoulli(model, xb)
+    eps = model._draw_normal((len(idx), model.latent_dim))
+    loss, rec, kl = model._forward_backward(xb, eps, kl_weight, free_bits)
+    bad = None
+    if not (math.isfinite(loss) and _finite(model.flat_grads)):
+        bad = f"the loss became {loss}"
+    else:
+        opt.step(model.flat_params, model.flat_grads)
+        if not _finite(model.flat_params):
+            bad = "the update made some parameters infinite or NaN"
+    if bad:
+        raise DivergedError(
+            f"{bad} at epoch {epoch + 1}, step {step + 1}; that step is undone, so the model and its optimiser "
+            f"are as they were after the previous step. Try a smaller learning rate (lr={lr}), "
+            "or check the data for extreme values"
+        )
+    return loss, rec, kl
+
+
+def _end_epoch(model, epoch, n, totals, kl_weight, seconds, validation, x, eval_batch_size):
+    row = dict(zip(("loss", "reconstruction", "kl"), (totals / n).tolist()))
+    row.update(epoch=epoch + 1, kl_weight=kl_weight, seconds=seconds,
+               val_elbo=mean_elbo(model, validation, eval_batch_size) if validation is not None else None)
+    probe = validation if validation is not None else x[:eval_batch_size]
+    kl_dims, active, _ = latent_diagnostics(model, probe)
+    row.update(active_units=active, kl_per_dim=kl_dims.tolist())
+    model.history_.append(row)
+
+
+def _resume_place(model, n, batch_size):
+    """The place in an unfinished epoch to go on from, after checking that it fits this call."""
+    place = model.partial_epoch_
+    if place is None:
+        return None
+    if (place["n"], place["batch_size"]) != (n, batch_size):
+        raise ValueError(
+            f"training stopped in the middle of epoch {place['epoch']} (after step {place['step']}) with "
+            f"batch_size={place['batch_size']} over {place['n']} examples; call fit with that data and batch_size "
+            f"to finish the epoch exactly, or set model.partial_epoch_ = None to start a fresh epoch"
+        )
+    return {key: place[key] for key in ("step", "perm", "totals", "seconds")}
+
+
+class StepSnapshot:
+    """A copy of everything a training step changes, taken before it, to undo it.
+
+    That is the parameters, the optimiser's step count and state arrays, the
+    training generator and the epoch's running totals. The copies live in
+    buffers allocated once and reused every step.
+    """
+
+    def __init__(self, model, opt):
+        self.model, self.opt = model, opt
+        self.buffers = {}
+
+    def _copy(self, name, a):
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape != a.shape:
+            buf = self.buffers[name] = get_array_module(a).empty_like(a)
+        buf[...] = a
+        return buf
+
+    def take(self, totals):
+        self._copy("params", self.model.flat_params)
+        self.state = {name: self._copy("state." + name, a) for name, a in self.opt.state.items()}
+        self.t = self.opt.t
+        self.rng_state = self.model.rng_.bit_generator.state
+        self.totals = totals.copy()
+
+    def restore(self, totals):
+        self.model.flat_params[...] = self.buffers["params"]
+        for name in list(self.opt.state):
+            if name in self.state:
+                self.opt.state[name][...] = self.state[name]
+            else:  # created by the step being undone
+                del self.opt.state[name]
+        self.opt.t = self.t
+        self.model.rng_.bit_generator.state = self.rng_state
+        totals[...] = self.totals
+
+
+class StopRequests:
+    """While active, the stop signals set ``signal`` (the first one's name) instead of interrupting.
+
+    A second SIGINT raises ``KeyboardInterrupt`` at once, as a user pressing
+    Ctrl-C twice expects. Handlers can only be installed in the main thread;
+    elsewhere this does nothing.
+    """
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signal == "SIGINT" and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = self.signal or signal.Signals(signum).name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        return False
 
 
 def mean_elbo(model, x, batch_size=1000):
     """Mean per-example ELBO over ``x`` in nats, computed in batches."""
-    check_positive("batch_size", batch_size, integer=True)
+    batch_size = check_positive("batch_size", batch_size, integer=True)
+    if len(x) == 0:
+        raise ValueError("x is empty; the mean ELBO needs at least one example")
     total = 0.0
     for i in range(0, x.shape[0], batch_size):
         total += float(model.elbo(x[i:i + batch_size]).sum())
@@ -132,5 +288,11 @@ def _bernoulli(model, probs):
 
 
 def _finite(a):
-    """True when every entry is finite; one BLAS dot product instead of an elementwise pass."""
-    return math.isfinite(float(a @ a))
+    """True when every entry is finite.
+
+    One BLAS dot product instead of an elementwise pass; only when the sum of
+    squares overflows (or is not finite) is each entry looked at.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow here is an answer, not a problem
+        total = float(a @ a)
+    return math.isfinite(total) or bool(get_array_module(a).isfinite(a).all())

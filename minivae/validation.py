@@ -19,23 +19,48 @@ def check_choice(name, value, choices):
 
 
 def check_positive(name, value, integer=False, allow_zero=False):
-    """``value`` must be a positive (or non-negative) number, or integer."""
+    """``value`` must be a positive (or non-negative) number, or integer.
+
+    Returns it as a plain Python ``int`` or ``float`` (a NumPy scalar such as
+    ``np.int64(3)`` becomes ``3``), so that whatever keeps it, a checkpoint's
+    JSON included, can always write it.
+    """
     kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    ok = ok and (value >= 0 if allow_zero else value > 0) and np.isfinite(value)
+    ok = isinstance(value, kind) and not isinstance(value, (bool, np.bool_))
+    ok = ok and bool(value >= 0 if allow_zero else value > 0) and (integer or _finite(value))
     if not ok:
         what = "integer" if integer else "number"
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite {what} {bound}; got {value!r}")
-    return value
+    return int(value) if integer else float(value)
+
+
+def _finite(number):
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an integer beyond the float range
+        return False
+
+
+def check_seed(seed):
+    """A seed must be a non-negative integer; returned as a plain ``int``."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    return int(seed)
 
 
 def as_batch(x, xp, dtype, features, name="x", unit_interval=False):
     """Check and move a batch to the backend ``xp`` as a ``(N, features)`` array of ``dtype``.
 
     Raises ``ValueError`` for a wrong rank or feature count, an empty batch,
-    NaN or inf, and (``unit_interval=True``) values outside [0, 1].
+    NaN or inf, complex numbers, a masked array (whose mask would be lost),
+    and (``unit_interval=True``) values outside [0, 1].
     """
+    if isinstance(x, np.ma.MaskedArray):
+        raise ValueError(f"{name} is a masked array, and a model cannot honour its mask; fill the masked "
+                         f"entries (x.filled(value)) or drop their rows first")
+    if getattr(getattr(x, "dtype", None), "kind", None) == "c":  # NumPy would drop the imaginary part
+        raise ValueError(f"{name} holds complex numbers; pass real data (for example x.real or abs(x))")
     try:
         a = to_backend(x, xp, dtype=dtype)
     except (TypeError, ValueError) as err:

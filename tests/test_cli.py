@@ -1,8 +1,14 @@
 """The command line, end to end in a temporary folder."""
 
+import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 
 from minivae import VAE
@@ -70,3 +76,78 @@ def test_a_bad_limit_is_an_error_not_all_or_most_examples(tmp_path, capsys, limi
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(out / "model.npz"), "--samples", "5", "--limit", limit]) == 2
     assert "--limit must be" in capsys.readouterr().err
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes_and_exits_non_zero(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "minivae", "train", "--epochs", "100000", "--out", str(out),
+                             "--no-progress", "--hidden", "16"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        assert proc.stdout.readline().startswith("VAE(")  # printed just before training starts
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "training stopped by SIGTERM" in err and "--resume" in err and "Traceback" not in err
+    model = VAE.load(out / "model.npz")
+    assert model.optimizer_.t > 0 and not (out / "loss.png").exists()  # stopped, not reported as complete
+    epochs_done = len(model.history_)
+    assert main(["train", "--resume", str(out / "model.npz"), "--out", str(out), "--epochs", "1", "--no-progress"]) == 0
+    assert len(VAE.load(out / "model.npz").history_) == epochs_done + 1
+
+
+def test_a_one_dimensional_latent_space_gets_every_figure(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "2", "--out", str(out), "--no-progress", "--hidden", "16",
+                 "--latent-dim", "1"]) == 0
+    for name in FIGURES:
+        assert (out / name).stat().st_size > 0, name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--likelihood", "gaussian", "--decoder-std", "1e200"], "decoder_std must be 'learned' or a number"),
+    (["--hidden", "100000000000"], "needs .* GiB to train"),
+])
+def test_impossible_models_are_one_line_errors(tmp_path, capsys, args, message):
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path), "--no-progress", *args]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1
+
+
+def test_a_damaged_checkpoint_or_data_file_is_a_one_line_error(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["train", "--epochs", "1", "--out", str(out), "--no-progress", "--hidden", "8"])
+    with np.load(out / "model.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["history"] = np.array(json.dumps([{"epoch": 1, "loss": None}]))
+    np.savez(out / "damaged.npz", **arrays)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out / "damaged.npz"), "--out", str(out), "--no-progress"]) == 2
+    assert "history row 1's loss should be a number" in capsys.readouterr().err
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (data / (stem + ".gz")).write_bytes(b"\x1f\x8b\x08\x00" + bytes(40))
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(data), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "damaged gzip stream" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sample_writes_where_it_says(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["train", "--epochs", "1", "--out", str(out), "--no-progress", "--hidden", "8"])
+    capsys.readouterr()
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    assert main(["sample", "--checkpoint", str(out / "model.npz"), "--n", "4", "--out", str(folder)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {folder / 'samples.png'}"
+    assert (folder / "samples.png").stat().st_size > 0
+    assert main(["sample", "--checkpoint", str(out / "model.npz"), "--n", "4", "--out", str(tmp_path / "grid")]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'grid.png'}"
+    assert (tmp_path / "grid.png").stat().st_size > 0

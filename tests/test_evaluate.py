@@ -61,8 +61,8 @@ def test_the_importance_weighted_bound_rises_to_log_px():
 
 def test_streaming_log_sum_exp_matches_a_direct_computation():
     model, x = linear_gaussian(3, n=7)
-    state = model.rng_.bit_generator.state
-    eps = model.rng_.standard_normal((7, 64, 2))  # the draws the estimator makes, in the same order
+    state = model.eval_rng_.bit_generator.state
+    eps = model.eval_rng_.standard_normal((7, 64, 2))  # the draws the estimator makes, in the same order
     mu, logvar = (to_numpy(a) for a in model.encode(x))
     z = mu[:, None, :] + np.exp(logvar / 2)[:, None, :] * eps  # (7, 64, 2)
     W, b = model.params["decoder.out.W"], model.params["decoder.out.b"]
@@ -71,7 +71,7 @@ def test_streaming_log_sum_exp_matches_a_direct_computation():
     log_qz = -0.5 * ((z - mu[:, None]) ** 2 / np.exp(logvar[:, None]) + logvar[:, None] + np.log(2 * np.pi)).sum(-1)
     direct = np.log(np.mean(np.exp(log_px_z + log_pz - log_qz), axis=1))
     for max_rows in (10**6, 16, 5):  # one block; chunks of 16 samples; chunks of 5 (64 = 12 * 5 + 4)
-        model.rng_.bit_generator.state = state
+        model.eval_rng_.bit_generator.state = state
         assert np.allclose(to_numpy(ev.log_likelihood(model, x, 64, max_rows=max_rows)), direct, rtol=1e-12)
 
 

@@ -124,3 +124,28 @@ def test_adam_flushes_subnormal_state_to_zero():
         a = opt.state[name]
         assert not np.any((a != 0) & (np.abs(a) < tiny)), name  # nothing left in the subnormal range
     assert np.all(opt.state["m"] == 0)  # 0.9^2000 underflowed and was flushed, not stuck at 1e-45
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
+def test_a_bad_thread_count_is_named_and_changes_nothing(monkeypatch, value):
+    w, dw = np.ones(10, np.float32), np.full(10, 0.5, np.float32)
+    opt = Adam()
+    opt.step(w, dw)
+    before = (w.copy(), {k: v.copy() for k, v in opt.state.items()})
+    monkeypatch.setenv("MINIVAE_NUM_THREADS", value)
+    with pytest.raises(ValueError, match=f"MINIVAE_NUM_THREADS must be a whole number.*got '{value}'"):
+        opt.step(w, dw)
+    assert opt.t == 1 and np.array_equal(w, before[0])
+    assert all(np.array_equal(opt.state[k], v) for k, v in before[1].items())
+
+
+@pytest.mark.parametrize("betas", [(5, 0.999), (0.9, 1.0), (0.9,), ("a", 0.9), (float("nan"), 0.9)])
+def test_adam_refuses_betas_outside_the_unit_interval(betas):
+    with pytest.raises(ValueError, match="betas must be two numbers in"):
+        Adam(betas=betas)
+
+
+def test_hyperparameters_are_plain_numbers():
+    opt = Adam(lr=np.float32(0.01), betas=(np.float64(0.8), 0.9), eps=np.float32(1e-7))
+    assert all(type(v) is float for v in (opt.lr, opt.b1, opt.b2, opt.eps))
+    assert Adam(**opt.hyperparameters()).hyperparameters() == opt.hyperparameters()

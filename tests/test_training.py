@@ -1,6 +1,8 @@
 """fit: learning, history, divergence and interruption handling, and exact resumption."""
 
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -128,3 +130,123 @@ def test_sgd_also_trains(digits):
     before = -mean_elbo(model, x)
     model.fit(x, epochs=10, optimizer="sgd", lr=0.01, progress=False)
     assert -mean_elbo(model, x) < before - 5
+
+
+def a_signal_at_step(model, monkeypatch, signum, at):
+    """Send ``signum`` to this process during the ``at``-th step's forward pass, as a user's kill would."""
+    real, calls = model._forward_backward, []
+
+    def forward_backward(*args):
+        calls.append(1)
+        if len(calls) == at:
+            os.kill(os.getpid(), signum)
+        return real(*args)
+
+    monkeypatch.setattr(model, "_forward_backward", forward_backward)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+def test_a_stop_signal_ends_the_step_saves_and_resumes_bit_for_bit(digits, tmp_path, monkeypatch, signum):
+    x, x_test = digits[0][:300], digits[1][:60]
+    options = dict(batch_size=32, progress=False, validation=x_test, binarize="dynamic")  # 10 steps an epoch
+    straight = small().fit(x, epochs=4, **options)
+
+    stopped = small()
+    a_signal_at_step(stopped, monkeypatch, signum, at=17)
+    stopped.fit(x, epochs=4, **options)
+    assert stopped.stopped_by_ == signum.name
+    assert len(stopped.history_) == 1 and stopped.partial_epoch_["step"] == 7  # step 17 completed, no more
+    assert stopped.optimizer_.t == 17
+    stopped.save(tmp_path / "stopped.npz")
+
+    resumed = VAE.load(tmp_path / "stopped.npz").fit(x, epochs=3, **options)
+    assert resumed.stopped_by_ is None and resumed.partial_epoch_ is None
+    assert np.array_equal(to_numpy(resumed.flat_params), to_numpy(straight.flat_params))
+    assert np.array_equal(to_numpy(resumed.optimizer_.state["m"]), to_numpy(straight.optimizer_.state["m"]))
+    no_time = [{k: v for k, v in row.items() if k != "seconds"} for row in straight.history_]
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in resumed.history_] == no_time
+    assert signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler)  # handlers put back
+
+
+def test_resuming_an_unfinished_epoch_needs_the_same_data_and_batch_size(digits, monkeypatch):
+    model = small()
+    a_signal_at_step(model, monkeypatch, signal.SIGTERM, at=3)
+    model.fit(digits[0][:100], epochs=2, batch_size=20, progress=False)
+    with pytest.raises(ValueError, match=r"middle of epoch 1.*batch_size=20 over 100 examples"):
+        model.fit(digits[0][:100], epochs=1, batch_size=10, progress=False)
+    model.partial_epoch_ = None  # the documented way to start afresh
+    model.fit(digits[0][:100], epochs=1, batch_size=10, progress=False)
+    assert len(model.history_) == 1
+
+
+def test_an_interrupted_update_is_wholly_undone(digits, monkeypatch):
+    model = small()
+    model.fit(digits[0][:100], epochs=1, batch_size=20, progress=False)
+    before = (model.flat_params.copy(), model.optimizer_.t, {k: v.copy() for k, v in model.optimizer_.state.items()})
+    rng_state = model.rng_.bit_generator.state
+    real_step = type(model.optimizer_).step
+
+    def half_a_step(self, w, dw):  # a second Ctrl-C lands when a third of the weights are updated
+        real_step(self, w[: w.size // 3], dw[: w.size // 3])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(model.optimizer_), "step", half_a_step)
+    model.fit(digits[0][:100], epochs=1, batch_size=20, progress=False)
+    assert model.stopped_by_ == "SIGINT" and len(model.history_) == 1
+    assert np.array_equal(model.flat_params, before[0]) and model.optimizer_.t == before[1]
+    for name, value in before[2].items():
+        assert np.array_equal(model.optimizer_.state[name], value), name
+    assert model.partial_epoch_["step"] == 0  # the step was undone, not counted
+    assert model.rng_.bit_generator.state != rng_state  # the epoch's shuffle was drawn and is kept ...
+    assert len(model.partial_epoch_["perm"]) == 100  # ... with the order it drew
+
+
+@pytest.mark.parametrize("lr, optimizer", [(1e39, "adam"), (1e4, "adam"), (10.0, "sgd")])
+def test_divergence_leaves_the_last_good_parameters_and_optimiser_state(digits, monkeypatch, lr, optimizer):
+    model = small().fit(digits[0][:60], epochs=1, batch_size=20, progress=False, optimizer=optimizer)
+    opt, real_step = model.optimizer_, model.optimizer_.step
+    before, after = [], []
+
+    def state():
+        return model.flat_params.copy(), opt.t, {k: v.copy() for k, v in opt.state.items()}
+
+    def recorded_step(w, dw):
+        before.append(state())
+        real_step(w, dw)
+        after.append(state())
+
+    monkeypatch.setattr(opt, "step", recorded_step)
+    with pytest.raises(DivergedError, match=r"epoch \d+, step \d+; that step is undone") as error:
+        model.fit(digits[0], epochs=5, lr=lr, optimizer=optimizer, progress=False)
+    # an update that made parameters non-finite is undone; a bad loss stops before any update
+    params, t, state_arrays = (before if "update made" in str(error.value) else after)[-1]
+    assert np.all(np.isfinite(model.flat_params))
+    assert np.array_equal(model.flat_params, params) and opt.t == t
+    assert state_arrays.keys() == opt.state.keys()
+    for name, value in state_arrays.items():
+        assert np.array_equal(opt.state[name], value), name
+
+
+def test_the_first_parameters_that_overflow_are_caught_at_once(digits):
+    model = small()
+    with pytest.raises(DivergedError, match="epoch 1, step 1; that step is undone"):
+        model.fit(digits[0], epochs=1, lr=1e39, progress=False)  # Adam moves every weight by about lr
+    assert np.all(np.isfinite(model.flat_params)) and model.optimizer_.t == 0
+    assert np.array_equal(model.flat_params, small().flat_params)
+
+
+def test_evaluation_does_not_change_what_training_does(digits):
+    x, x_test = digits[0][:200], digits[1][:50]
+    plain = small().fit(x, epochs=2, batch_size=50, progress=False)
+    validated = small().fit(x, epochs=2, batch_size=50, progress=False, validation=x_test)
+    assert np.array_equal(plain.flat_params, validated.flat_params)
+
+    busy = small().fit(x, epochs=1, batch_size=50, progress=False)
+    busy.elbo(x_test), busy.sample(3), busy.log_likelihood(x_test[:5], n_samples=10)
+    busy.fit(x, epochs=1, batch_size=50, progress=False)
+    assert np.array_equal(busy.flat_params, plain.flat_params)
+
+
+def test_mean_elbo_of_nothing_is_an_error():
+    with pytest.raises(ValueError, match="x is empty"):
+        mean_elbo(small(), np.zeros((0, 64)))

@@ -54,8 +54,15 @@ def test_bad_latents(model):
     (dict(latent_dim=0), r"latent_dim must be a finite integer > 0"),
     (dict(hidden_dims=(4, -1)), r"each hidden size must be"),
     (dict(beta=-1.0), r"beta must be a finite number >= 0"),
-    (dict(likelihood="gaussian", decoder_std=0), r"decoder_std must be a number > 0 or 'learned'"),
-    (dict(likelihood="gaussian", decoder_std="fixed"), r"decoder_std must be a number > 0 or 'learned'"),
+    (dict(likelihood="gaussian", decoder_std=0), r"decoder_std must be 'learned' or a number from 1e-06 to 1e\+06"),
+    (dict(likelihood="gaussian", decoder_std="fixed"), r"decoder_std must be 'learned' or a number from 1e-06 to 1e\+06"),
+    (dict(likelihood="gaussian", decoder_std=1e200), r"decoder_std must be 'learned' or a number from 1e-06 to 1e\+06"),
+    (dict(hidden_dims=(10**12,)), r"needs .* GiB to train, more than this machine's"),
+    (dict(hidden_dims="400"), r"hidden_dims must be a sequence of integers"),
+    (dict(seed=-1), r"seed must be a non-negative integer"),
+    (dict(seed=1.5), r"seed must be a non-negative integer"),
+    (dict(beta=10**400), r"beta must be a finite number >= 0"),
+    (dict(latent_dim=10**400), r"needs .* GiB to train"),
 ])
 def test_bad_configuration(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -74,3 +81,30 @@ def test_bad_sample_count(model):
         evaluate.log_likelihood(model, x, n_samples=0)  # the function itself checks, not only the method
     with pytest.raises(ValueError, match="max_rows must be"):
         evaluate.log_likelihood(model, x, n_samples=4, max_rows=0)
+
+
+def test_complex_and_masked_inputs_are_refused_not_silently_changed(model):
+    with pytest.raises(ValueError, match="x holds complex numbers"):
+        model.encode(np.full((2, 6), 0.5 + 0.1j))
+    masked = np.ma.masked_array(np.full((2, 6), 0.5), mask=np.eye(2, 6, dtype=bool))
+    with pytest.raises(ValueError, match="x is a masked array.*filled"):
+        model.fit(masked, epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(kl_weight=float("nan")), "kl_weight must be a finite number >= 0"),
+    (dict(kl_weight=-1.0), "kl_weight must be a finite number >= 0"),
+    (dict(kl_weight=float("inf")), "kl_weight must be a finite number >= 0"),
+    (dict(kl_weight=np.ones(2)), "kl_weight must be a finite number >= 0"),
+    (dict(free_bits=-0.5), "free_bits must be a finite number >= 0"),
+    (dict(free_bits=float("nan")), "free_bits must be a finite number >= 0"),
+])
+def test_loss_weights_are_checked(model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        model.loss_and_grads(np.full((2, 6), 0.5), **kwargs)
+
+
+def test_a_seed_of_none_is_drawn_and_kept():
+    a = VAE(6, hidden_dims=(4,), seed=None)
+    assert isinstance(a.seed, int)
+    assert np.array_equal(VAE(6, hidden_dims=(4,), seed=a.seed).flat_params, a.flat_params)
