@@ -97,9 +97,9 @@ def cmd_train(args):
                   free_bits=args.free_bits)
     except DivergedError as err:
         save_checkpoint(model, out)
-        print(f"error: {err}\nThe last good model is saved in {out / 'model.npz'}; continue it with --resume "
-              "and a smaller --lr.", file=sys.stderr)
-        return 1
+        print(f"error: {err}. The last good model is saved in {out / 'model.npz'}; continue it with --resume "
+              "and a smaller --lr", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - start
     trained = len(model.history_) - done
     if model.stopped_by_:

@@ -152,14 +152,16 @@ def _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr):
     if binarize == "dynamic":
         xb = _bernoulli(model, xb)
     eps = model._draw_normal((len(idx), model.latent_dim))
-    loss, rec, kl = model._forward_backward(xb, eps, kl_weight, free_bits)
     bad = None
-    if not (math.isfinite(loss) and _finite(model.flat_grads)):
-        bad = f"the loss became {loss}"
-    else:
-        opt.step(model.flat_params, model.flat_grads)
-        if not _finite(model.flat_params):
-            bad = "the update made some parameters infinite or NaN"
+    # overflow is checked for below and reported as a DivergedError, so NumPy need not warn of it
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        loss, rec, kl = model._forward_backward(xb, eps, kl_weight, free_bits)
+        if not (math.isfinite(loss) and _finite(model.flat_grads)):
+            bad = f"the loss became {loss}"
+        else:
+            opt.step(model.flat_params, model.flat_grads)
+            if not _finite(model.flat_params):
+                bad = "the update made some parameters infinite or NaN"
     if bad:
         raise DivergedError(
             f"{bad} at epoch {epoch + 1}, step {step + 1}; that step is undone, so the model and its optimiser "

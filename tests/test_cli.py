@@ -151,3 +151,12 @@ def test_sample_writes_where_it_says(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(out / "model.npz"), "--n", "4", "--out", str(tmp_path / "grid")]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'grid.png'}"
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_a_divergence_is_one_line_and_the_last_good_model_is_saved(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "3", "--out", str(out), "--no-progress", "--hidden", "8", "--lr", "1e39"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "that step is undone" in err and "--resume" in err
+    model = VAE.load(out / "model.npz")
+    assert np.all(np.isfinite(model.flat_params))
