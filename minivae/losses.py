@@ -54,6 +54,95 @@ def bernoulli_nll(logits, x):
     return nll.sum(axis=1), p
 
 
+def binomial_nll(logits, x, n, log_binom=None):
+    """``-log p(k | logits)`` for independent Binomial(n, sigmoid(l)) counts ``k = n x``.
+
+    Parameters
+    ----------
+    logits : (N, D) array, the decoder's outputs ``l``.
+    x : (N, D) array of proportions ``k / n`` (the counts divided by ``n``).
+    n : int, the number of trials.
+    log_binom : (N,) array, optional
+        ``sum_d log C(n, k_d)`` per example, if already known (it depends
+        only on the data); computed when omitted.
+
+    Returns
+    -------
+    nll : (N,) array
+    dlogits : (N, D) array
+
+    Notes
+    -----
+    ``log p(k|l) = log C(n, k) + k log p + (n - k) log(1 - p)`` with
+    ``p = sigmoid(l)``, and ``k log p + (n - k) log(1 - p) = k l - n softplus(l)``,
+    so ``-log p = n [softplus(l) - x l] - log C(n, k)``: ``n`` times the
+    Bernoulli cross-entropy, less the log binomial coefficient, which is what
+    makes it a probability of the counts. ``d/dl = n sigmoid(l) - k``.
+    """
+    nll, dlogits = bernoulli_nll(logits, x)
+    nll *= n
+    dlogits *= n  # d/dl = n (sigmoid(l) - x) = n sigmoid(l) - k
+    if log_binom is None:
+        log_binom = log_binomial_coefficients(x, n)
+    return nll - log_binom, dlogits
+
+
+def log_binomial_coefficients(x, n):
+    """``sum_d log C(n, n x_d)`` per example, shape (N,), for proportions ``x`` of ``n`` trials."""
+    xp = get_array_module(x)
+    table = xp.asarray([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(n + 1)])
+    k = xp.rint(x * n).astype(xp.int64)
+    return table[k].sum(axis=1)
+
+
+SERIES_BELOW = 1e-2  # |l| under which the continuous Bernoulli's terms are taken from their Taylor series
+
+
+def continuous_bernoulli_log_norm(logits):
+    """``log C(l)`` of the continuous Bernoulli and its derivative, each shaped like ``logits``.
+
+    Notes
+    -----
+    The density on [0, 1] is ``p(x|l) = C(l) lambda^x (1 - lambda)^(1 - x)``
+    with ``lambda = sigmoid(l)`` (Loaiza-Ganem & Cunningham, 2019). The
+    normaliser ``C = 2 artanh(1 - 2 lambda) / (1 - 2 lambda)`` is, in the
+    logit, ``C(l) = l / tanh(l / 2)`` (2 at ``l = 0``), evaluated as
+    ``log|l| - log(1 - e^-|l|) + log(1 + e^-|l|)``, which never overflows,
+    and near ``l = 0``, where that difference cancels, from its series
+    ``log 2 + l^2/12 - 7 l^4/1440``. Its derivative is
+    ``d log C/dl = 1/l - 1/sinh(l)`` (series ``l/6 - 7 l^3/360``).
+    """
+    xp = get_array_module(logits)
+    a = xp.abs(logits)
+    small = a < SERIES_BELOW
+    safe = xp.where(small, 1.0, a).astype(logits.dtype)  # keeps log and division away from 0
+    e = xp.exp(-safe)
+    log_c = xp.log(safe) - xp.log(-xp.expm1(-safe)) + xp.log1p(e)
+    inv_sinh = 2 * e / -xp.expm1(-2 * safe)  # 1/sinh(|l|), without overflow
+    dlog_c = xp.sign(logits) * (1 / safe - inv_sinh)  # 1/l - 1/sinh(l) is odd in l
+    l2 = logits * logits
+    log_c = xp.where(small, math.log(2) + l2 / 12 - 7 * l2 * l2 / 1440, log_c)
+    dlog_c = xp.where(small, logits / 6 - 7 * logits * l2 / 360, dlog_c)
+    return log_c, dlog_c
+
+
+def continuous_bernoulli_nll(logits, x):
+    """``-log p(x | logits)`` for independent continuous Bernoulli pixels ``x`` in [0, 1].
+
+    Returns ``(nll (N,), dlogits (N, D))``.
+
+    Notes
+    -----
+    ``-log p = softplus(l) - x l - log C(l)``: the Bernoulli cross-entropy less
+    the log normaliser (see :func:`continuous_bernoulli_log_norm`), which makes
+    it a density on [0, 1]. ``d/dl = sigmoid(l) - x - (1/l - 1/sinh(l))``.
+    """
+    nll, dlogits = bernoulli_nll(logits, x)
+    log_c, dlog_c = continuous_bernoulli_log_norm(logits)
+    dlogits -= dlog_c  # d/dl [-log C(l)] = -(1/l - 1/sinh(l))
+    return nll - log_c.sum(axis=1), dlogits
+
+
 def gaussian_nll(x, mean, std):
     """``-log N(x; mean, std^2 I)`` with a fixed scalar standard deviation.
 

@@ -6,11 +6,12 @@ import os
 import numpy as np
 
 from .backend import get_array_module, name_of, resolve, to_backend
-from .layers import ACTIVATIONS, Dense, GaussianSample, sigmoid
-from .losses import bernoulli_nll, gaussian_nll, gaussian_nll_learned, kl_per_dimension
+from .layers import ACTIVATIONS, Dense, GaussianSample
+from .likelihoods import NAMES as LIKELIHOODS
+from .likelihoods import make as make_likelihood
+from .losses import kl_per_dimension
 from .validation import as_batch, check_choice, check_positive, check_seed
 
-LIKELIHOODS = ("bernoulli", "gaussian")
 DTYPES = ("float32", "float64")
 DECODER_STD_RANGE = (1e-6, 1e6)  # beyond these, 1 / std^2 leaves the float range of the loss
 
@@ -30,9 +31,13 @@ class VAE:
     latent_dim : int
         Size ``K`` of the latent code ``z``.
     activation : {"relu", "tanh"}
-    likelihood : {"bernoulli", "gaussian"}
-        ``p(x|z)``: Bernoulli pixels (decoder outputs logits) or a Gaussian
-        (decoder outputs the mean).
+    likelihood : {"bernoulli", "binomial", "continuous_bernoulli", "gaussian"}
+        ``p(x|z)`` (see :mod:`minivae.likelihoods`): binary pixels, counts
+        ``k = trials * x``, intensities in [0, 1] (these three from logits),
+        or a Gaussian (from the mean). Choose by the data: only then is the
+        ELBO a bound on a log-probability of it.
+    trials : int, binomial only
+        The number of trials ``n``: 16 for the bundled digits, 255 for 8-bit images.
     decoder_std : float or "learned"
         Gaussian only: a fixed standard deviation in ``DECODER_STD_RANGE``,
         or ``"learned"`` for a per-pixel log-variance head ``decoder.logvar``.
@@ -71,7 +76,7 @@ class VAE:
 
     def __init__(self, input_dim, hidden_dims=(400,), latent_dim=20, activation="relu",
                  likelihood="bernoulli", decoder_std=1.0, beta=1.0, dtype="float32",
-                 backend=None, seed=0):
+                 backend=None, seed=0, trials=None):
         # Every setting is checked and kept as a plain Python value, so a checkpoint can always be written.
         self.input_dim = check_positive("input_dim", input_dim, integer=True)
         if isinstance(hidden_dims, (int, np.integer)):
@@ -83,6 +88,15 @@ class VAE:
         self.activation = check_choice("activation", activation, ("relu", "tanh"))
         self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
         self.decoder_std = _check_decoder_std(decoder_std)
+        if self.likelihood == "binomial":
+            if trials is None:
+                raise ValueError("likelihood='binomial' needs trials=n, the number of trials per pixel "
+                                 "(16 for the bundled digits, 255 for 8-bit images)")
+            trials = check_positive("trials", trials, integer=True)
+        elif trials is not None:
+            raise ValueError(f"trials is the binomial likelihood's; this model's likelihood is {self.likelihood!r}")
+        self.trials = trials
+        self.likelihood_ = make_likelihood(self.likelihood, self.decoder_std, trials)
         self.beta = check_positive("beta", beta, allow_zero=True)
         self.dtype = _check_dtype(dtype)
         self.seed = int(np.random.SeedSequence().entropy) if seed is None else check_seed(seed)
@@ -108,7 +122,7 @@ class VAE:
             "input_dim": self.input_dim, "hidden_dims": list(self.hidden_dims),
             "latent_dim": self.latent_dim, "activation": self.activation,
             "likelihood": self.likelihood, "decoder_std": self.decoder_std, "beta": self.beta,
-            "dtype": self.dtype.name, "seed": self.seed,
+            "dtype": self.dtype.name, "seed": self.seed, "trials": self.trials,
         }
 
     def _param_shapes(self):
@@ -179,13 +193,7 @@ class VAE:
 
     def _nll(self, x, out, dec_logvar):
         """``-log p(x|z)`` per example and its gradients w.r.t. the decoder's outputs."""
-        if self.likelihood == "bernoulli":
-            nll, dout = bernoulli_nll(out, x)
-            return nll, dout, None
-        if self.learned_variance:
-            return gaussian_nll_learned(x, out, dec_logvar)
-        nll, dout = gaussian_nll(x, out, float(self.decoder_std))
-        return nll, dout, None
+        return self.likelihood_.nll(x, out, dec_logvar)
 
     # ------------------------------------------------------------------ backward pieces
     def _decode_backward(self, dout, ddec_logvar):
@@ -253,8 +261,10 @@ class VAE:
 
     # ------------------------------------------------------------------ checked inputs
     def _batch(self, x, name="x"):
-        return as_batch(x, self.xp, self.dtype, self.input_dim, name=name,
-                        unit_interval=self.likelihood == "bernoulli")
+        a = as_batch(x, self.xp, self.dtype, self.input_dim, name=name, unit_interval=self.likelihood_.unit_interval,
+                     what=f"the {self.likelihood_.title} likelihood")
+        self.likelihood_.check(a, name)
+        return a
 
     def _latents(self, z, name="z"):
         return as_batch(z, self.xp, self.dtype, self.latent_dim, name=name)
@@ -310,19 +320,27 @@ class VAE:
         return self._encode(self._batch(x))
 
     def decode(self, z):
-        """The mean of ``p(x|z)`` (N, D): pixel probabilities (Bernoulli) or the Gaussian mean."""
-        out, _ = self._decode(self._latents(z))
-        return sigmoid(out) if self.likelihood == "bernoulli" else out
+        """The mean ``E[x|z]`` of ``p(x|z)``, (N, D): pixel probabilities for the Bernoulli, and so on."""
+        out, logvar = self._decode(self._latents(z))
+        return self.likelihood_.mean(out, logvar)
 
     def reconstruct(self, x):
         """Decode the posterior mean of each input: ``decode(encode(x)[0])``."""
         mu, _ = self.encode(x)
         return self.decode(mu)
 
-    def sample(self, n):
-        """``n`` draws from the model: ``z ~ N(0, I)`` (from ``eval_rng_``), then the mean of ``p(x|z)``; (n, D)."""
+    def sample(self, n, mean=True):
+        """``n`` draws from the model, (n, D): ``z ~ N(0, I)``, then ``E[x|z]`` (``mean=True``) or ``x ~ p(x|z)``.
+
+        The noise comes from ``eval_rng_``. Images are usually shown as means:
+        a draw adds the likelihood's pixel noise.
+        """
         n = check_positive("n", n, integer=True)
-        return self.decode(self._draw_normal((n, self.latent_dim), self.eval_rng_))
+        z = self._draw_normal((n, self.latent_dim), self.eval_rng_)
+        if mean:
+            return self.decode(z)
+        out, logvar = self._decode(z)
+        return self.likelihood_.sample(out, logvar, self.eval_rng_)
 
     def elbo(self, x, n_samples=1, eps=None):
         """Per-example ELBO ``E_q[log p(x|z)] - KL(q(z|x) || p(z))`` in nats, shape (N,).

@@ -18,6 +18,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -88,6 +89,9 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     if binarize is not None:
         check_choice("binarize", binarize, ("dynamic",))
     x = model._batch(x, name="x")
+    caveat = model.likelihood_.caveat(x)
+    if caveat:
+        warnings.warn(caveat, UserWarning, stacklevel=3)
     if validation is not None:
         validation = model._batch(validation, name="validation")
     n = x.shape[0]

@@ -49,7 +49,7 @@ def check_seed(seed):
     return int(seed)
 
 
-def as_batch(x, xp, dtype, features, name="x", unit_interval=False):
+def as_batch(x, xp, dtype, features, name="x", unit_interval=False, what="this model"):
     """Check and move a batch to the backend ``xp`` as a ``(N, features)`` array of ``dtype``.
 
     Raises ``ValueError`` for a wrong rank or feature count, an empty batch,
@@ -82,7 +82,7 @@ def as_batch(x, xp, dtype, features, name="x", unit_interval=False):
     if unit_interval:
         if lo < 0 or hi > 1:
             raise ValueError(
-                f"the Bernoulli likelihood needs {name} in [0, 1] but it spans [{lo:g}, {hi:g}]; "
+                f"{what} needs {name} in [0, 1] but it spans [{lo:g}, {hi:g}]; "
                 "rescale the data (for 8-bit pixels divide by 255) or use likelihood='gaussian'"
             )
     return a

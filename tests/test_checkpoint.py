@@ -133,7 +133,7 @@ def test_numpy_scalars_in_the_configuration_still_save(tmp_path):
     model.save(tmp_path / "m.npz")
     config = VAE.load(tmp_path / "m.npz").get_config()
     assert config == model.get_config()
-    assert all(type(v) in (int, float, str, list) for v in config.values())
+    assert all(type(v) in (int, float, str, list, type(None)) for v in config.values())
     assert type(model.optimizer_.lr) is float
 
 

@@ -1,0 +1,150 @@
+"""Each likelihood is a probability (density) of its data, with a gradient proved by finite differences."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from minivae import VAE, to_numpy
+from minivae.gradcheck import check_gradients, numerical_gradient
+from minivae.likelihoods import Bernoulli, Binomial, ContinuousBernoulli, Gaussian, LearnedGaussian
+
+LOGITS = np.array([-30.0, -4.0, -0.7, -1e-3, 0.0, 2e-3, 0.009, 0.011, 0.5, 3.0, 30.0])
+
+
+def likelihoods():
+    return {"bernoulli": (Bernoulli(), lambda rng, shape: (rng.random(shape) < 0.5).astype(float)),
+            "binomial": (Binomial(16), lambda rng, shape: rng.integers(0, 17, shape) / 16),
+            "continuous_bernoulli": (ContinuousBernoulli(), lambda rng, shape: rng.random(shape)),
+            "gaussian": (Gaussian(0.3), lambda rng, shape: rng.standard_normal(shape)),
+            "learned_gaussian": (LearnedGaussian(), lambda rng, shape: rng.standard_normal(shape))}
+
+
+@pytest.mark.parametrize("name", list(likelihoods()))
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 6.0])
+def test_gradients_match_finite_differences(name, scale, rng):
+    lik, data = likelihoods()[name]
+    x = data(rng, (3, 5))
+    out = rng.standard_normal((3, 5)) * scale
+    logvar = rng.standard_normal((3, 5)) if lik.learned_variance else None
+    _, dout, dlogvar = lik.nll(x, out, logvar)
+    h = min(1e-5, scale / 100)
+    num = numerical_gradient(lambda: float(lik.nll(x, out, logvar)[0].sum()), out, h=h, order=4)
+    assert norm_error(num, dout) < 1e-9
+    if lik.learned_variance:
+        num = numerical_gradient(lambda: float(lik.nll(x, out, logvar)[0].sum()), logvar, order=4)
+        assert norm_error(num, dlogvar) < 1e-9
+
+
+def norm_error(a, b):
+    """``|a - b| / (|a| + |b|)`` over the whole array: entries near 0 do not magnify rounding noise."""
+    return float(np.linalg.norm(a - b) / max(1e-300, np.linalg.norm(a) + np.linalg.norm(b)))
+
+
+def test_the_binomial_is_the_full_log_pmf():
+    n, p = 16, 0.3
+    k = np.arange(n + 1)
+    nll, _, _ = Binomial(n).nll((k / n)[:, None], np.full((n + 1, 1), math.log(p / (1 - p))))
+    log_pmf = [math.log(math.comb(n, int(j))) + j * math.log(p) + (n - j) * math.log(1 - p) for j in k]
+    assert np.allclose(-nll, log_pmf, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("logit", LOGITS)
+def test_each_probability_sums_or_integrates_to_one(logit):
+    l = np.array([[logit]])
+    p_bern = sum(math.exp(-Bernoulli().nll(np.array([[v]]), l)[0][0]) for v in (0.0, 1.0))
+    p_binom = sum(math.exp(-Binomial(16).nll(np.array([[k / 16]]), l)[0][0]) for k in range(17))
+    grid = (np.arange(200_000) + 0.5) / 200_000  # the midpoint rule on [0, 1]
+    nll, _, _ = ContinuousBernoulli().nll(grid[:, None], np.full((len(grid), 1), logit))
+    p_cb = np.exp(-nll).mean()
+    assert p_bern == pytest.approx(1, abs=1e-12) and p_binom == pytest.approx(1, abs=1e-12)
+    assert p_cb == pytest.approx(1, abs=1e-6)
+
+
+def test_the_continuous_bernoulli_mean_is_its_integral():
+    grid = (np.arange(200_000) + 0.5) / 200_000
+    for logit in LOGITS:
+        density = np.exp(-ContinuousBernoulli().nll(grid[:, None], np.full((len(grid), 1), logit))[0])
+        assert ContinuousBernoulli().mean(np.array([logit]))[0] == pytest.approx((grid * density).mean(), abs=1e-7)
+
+
+@pytest.mark.parametrize("lik, logvar", [(Gaussian(0.3), None), (LearnedGaussian(), -1.5),
+                                         (LearnedGaussian(), -20.0)])  # -20 lies below the floor
+def test_the_gaussians_integrate_to_one(lik, logvar):
+    grid = np.linspace(-8, 8, 400_001)
+    lv = None if logvar is None else np.full((len(grid), 1), logvar)
+    nll, _, _ = lik.nll(grid[:, None], np.zeros((len(grid), 1)), lv)
+    assert np.exp(-nll).sum() * (grid[1] - grid[0]) == pytest.approx(1, abs=1e-6)
+
+
+def test_the_learned_variance_has_a_floor_without_gradient_below_it():
+    lik = LearnedGaussian()
+    x, out = np.zeros((1, 2)), np.zeros((1, 2))
+    at_floor = lik.nll(x, out, np.full((1, 2), lik.MIN_LOGVAR))[0]
+    nll, _, dlogvar = lik.nll(x, out, np.array([[-50.0, lik.MIN_LOGVAR - 1]]))
+    assert np.array_equal(nll, at_floor) and np.all(dlogvar == 0)
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "binomial", "continuous_bernoulli", "gaussian", "learned_gaussian"])
+def test_the_mean_is_the_average_of_draws(name):
+    lik, _ = likelihoods()[name]
+    rng = np.random.default_rng(3)
+    out = np.tile(LOGITS, (20_000, 1))
+    logvar = np.full(out.shape, -1.0) if lik.learned_variance else None
+    draws = lik.sample(out, logvar, rng)
+    se = draws.std(axis=0) / math.sqrt(len(draws))
+    assert np.all(np.abs(draws.mean(axis=0) - lik.mean(out, logvar)[0]) <= 4 * se + 1e-12)
+
+
+def test_continuous_bernoulli_is_finite_for_extreme_logits():
+    l = np.array([[-1e30, -800.0, -1e-12, 0.0, 1e-12, 800.0, 1e30]])
+    x = np.full(l.shape, 0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow along the way either
+        nll, dout, _ = ContinuousBernoulli().nll(x, l)
+        mean = ContinuousBernoulli().mean(l)
+    assert np.all(np.isfinite(nll)) and np.all(np.isfinite(dout)) and np.all((mean >= 0) & (mean <= 1))
+
+
+def test_the_binomial_refuses_data_that_are_not_counts():
+    with pytest.raises(ValueError, match=r"trials=16 needs x to hold counts divided by 16"):
+        VAE(64, hidden_dims=(4,), likelihood="binomial", trials=16).encode(np.full((2, 64), 0.3))
+    with pytest.raises(ValueError, match="needs trials=n"):
+        VAE(64, hidden_dims=(4,), likelihood="binomial")
+    with pytest.raises(ValueError, match="trials is the binomial likelihood's"):
+        VAE(64, hidden_dims=(4,), trials=16)
+
+
+def test_a_bernoulli_model_on_grey_levels_warns_once_per_fit():
+    grey = np.random.default_rng(0).integers(0, 17, (60, 8)) / 16
+    model = VAE(8, hidden_dims=(4,), latent_dim=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(grey, epochs=3, batch_size=10, progress=False)
+    assert len(caught) == 1 and "cross-entropy, not the log of a probability" in str(caught[0].message)
+    assert "binarize='dynamic'" in str(caught[0].message) and "likelihood='binomial'" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        VAE(8, hidden_dims=(4,), latent_dim=2).fit((grey > 0.5).astype(float), epochs=1, progress=False)
+        VAE(8, hidden_dims=(4,), latent_dim=2, likelihood="binomial", trials=16).fit(grey, epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("config", [dict(likelihood="binomial", trials=16), dict(likelihood="continuous_bernoulli")])
+def test_the_whole_model_gradient_with_each_new_likelihood(config, rng):
+    model = VAE(8, hidden_dims=(5,), latent_dim=2, dtype="float64", activation="tanh", **config)
+    x, eps = rng.integers(0, 17, (4, 8)) / 16, rng.standard_normal((4, 2))
+    report = check_gradients(model, x, eps)
+    assert report.passed(), report
+
+
+@pytest.mark.parametrize("config", [dict(likelihood="binomial", trials=16), dict(likelihood="continuous_bernoulli"),
+                                    dict(likelihood="gaussian", decoder_std="learned")])
+def test_each_likelihood_runs_on_every_backend(backend, config, tmp_path):
+    x = np.random.default_rng(1).integers(0, 17, (40, 8)) / 16
+    model = VAE(8, hidden_dims=(6,), latent_dim=2, backend=backend, **config).fit(x, epochs=2, progress=False)
+    host = VAE(8, hidden_dims=(6,), latent_dim=2, backend="numpy", **config).fit(x, epochs=2, progress=False)
+    assert np.allclose(to_numpy(model.flat_params), to_numpy(host.flat_params), rtol=1e-5, atol=1e-6)
+    assert to_numpy(model.sample(3, mean=False)).shape == (3, 8)
+    model.save(tmp_path / "m.npz")
+    assert VAE.load(tmp_path / "m.npz", backend=backend).get_config() == model.get_config()
