@@ -62,7 +62,9 @@ def plot_history(history):
     ax2.plot(epochs, [row["kl"] for row in history], color="C3", label="KL(q(z|x) || p(z))")
     if "active_units" in history[0]:
         ax2b = ax2.twinx()
-        ax2b.plot(epochs, [row["active_units"] for row in history], color="C2", label="active units")
+        units = [row["active_units"] for row in history]
+        ax2b.plot(epochs, units, color="C2", label="active units")
+        ax2b.set_ylim(0, max(units) + 1)  # a whole-number axis from 0, even when the count never changes
         ax2b.set_ylabel("active units")
         ax2b.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax2b.legend(loc="lower right")
