@@ -55,6 +55,37 @@ def log_likelihood(model, x, n_samples=1000, max_rows=16384):
     return xp.concatenate(out)
 
 
+def monte_carlo_mean(estimate, x, replicates=10, batch_size=1000):
+    """The mean over the examples of ``x`` of a per-example Monte Carlo estimate, and its standard error.
+
+    ``estimate(xb)`` returns one estimate per example of the batch ``xb``
+    (``model.elbo``, say, or ``lambda xb: model.log_likelihood(xb, 1000)``),
+    with fresh noise each call; it is run ``replicates`` times (at least 2).
+
+    The examples are fixed, so the only randomness is the Monte Carlo noise.
+    With ``s_n^2`` the sample variance of example ``n``'s replicates, the mean
+    of all ``R`` replicates over ``N`` examples has standard error
+    ``sqrt(sum_n s_n^2 / R) / N``. Returns ``(mean, standard_error)`` as floats.
+    """
+    R = check_positive("replicates", replicates, integer=True)
+    if R < 2:
+        raise ValueError(f"a standard error needs at least 2 replicates; got {replicates}")
+    batch_size = check_positive("batch_size", batch_size, integer=True)
+    if len(x) == 0:
+        raise ValueError("x is empty; a mean needs at least one example")
+    total, variance = 0.0, 0.0
+    for i in range(0, len(x), batch_size):
+        runs = np.stack([to_numpy(estimate(x[i:i + batch_size])).astype(np.float64) for _ in range(R)])  # (R, B)
+        total += runs.mean(axis=0).sum()
+        variance += runs.var(axis=0, ddof=1).sum() / R
+    return total / len(x), math.sqrt(variance) / len(x)
+
+
+def bits_per_dimension(log_p, dims):
+    """``-log p / (D log 2)``: a log-probability in nats per example as bits per dimension (lower is better)."""
+    return -log_p / (dims * math.log(2))
+
+
 def _log_weights(model, x, z, mu, logvar):
     """``log p(x|z) + log p(z) - log q(z|x)`` for z of shape (B, c, L); returns (B, c)."""
     B, c, L = z.shape

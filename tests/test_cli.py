@@ -22,10 +22,13 @@ def test_train_writes_every_file(tmp_path, capsys):
     assert main(["train", "--epochs", "3", "--out", str(out), "--no-progress", "--hidden", "32"]) == 0
     for name in ("model.npz", "history.csv", *FIGURES):
         assert (out / name).stat().st_size > 0, name
-    assert "final test ELBO" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert re.search(r"test ELBO: +-\d+\.\d+ ± \d\.\d+ nats per example +\(\d\.\d+ ± \d\.\d+ bits per dimension\)", text)
+    assert re.search(r"test log p\(x\), K=1000: +-\d+\.\d+ ± \d\.\d+ nats", text) and "note:" not in text
     assert len((out / "history.csv").read_text().splitlines()) == 1 + 3
     model = VAE.load(out / "model.npz")
     assert model.latent_dim == 2 and model.hidden_dims == (32,)
+    assert (model.likelihood, model.trials) == ("binomial", 16)  # the digits are counts of 16
 
     # resume for two more epochs, then sample from the result
     assert main(["train", "--epochs", "2", "--out", str(out), "--no-progress", "--resume", str(out / "model.npz")]) == 0
@@ -160,3 +163,17 @@ def test_a_divergence_is_one_line_and_the_last_good_model_is_saved(tmp_path, cap
     assert len(err.strip().splitlines()) == 1 and "that step is undone" in err and "--resume" in err
     model = VAE.load(out / "model.npz")
     assert np.all(np.isfinite(model.flat_params))
+
+
+def test_a_bernoulli_model_of_grey_levels_is_called_a_cross_entropy(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="cross-entropy"):
+        assert main(["train", "--epochs", "1", "--out", str(out), "--no-progress", "--hidden", "8",
+                     "--likelihood", "bernoulli", "--iw-samples", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "test log p(x)" not in text and "note: the Bernoulli likelihood is a distribution over binary" in text
+
+
+def test_trials_must_be_positive(tmp_path, capsys):
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path), "--no-progress", "--trials", "0"]) == 2
+    assert "trials must be a finite integer > 0" in capsys.readouterr().err

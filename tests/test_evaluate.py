@@ -110,3 +110,23 @@ def test_history_keeps_the_diagnostics():
     row = model.history_[-1]
     assert 0 <= row["active_units"] <= 3 and len(row["kl_per_dim"]) == 3
     assert np.isclose(sum(row["kl_per_dim"]), ev.kl_per_dim(model, load_digits()[0][:200]).sum())
+
+
+def test_monte_carlo_mean_reports_the_standard_error_of_its_noise():
+    x = np.arange(500, dtype=float)[:, None]  # fixed examples, true per-example values 0..499
+    rng = np.random.default_rng(5)
+    sigma, R = 3.0, 4
+
+    def noisy(xb):
+        return xb[:, 0] + sigma * rng.standard_normal(len(xb))
+
+    mean, se = ev.monte_carlo_mean(noisy, x, replicates=R, batch_size=128)
+    true_se = sigma / np.sqrt(R * len(x))
+    assert abs(se / true_se - 1) < 0.1  # 500 examples' variances, 3 degrees of freedom each
+    assert abs(mean - 249.5) < 4 * true_se
+    with pytest.raises(ValueError, match="at least 2 replicates"):
+        ev.monte_carlo_mean(noisy, x, replicates=1)
+
+
+def test_bits_per_dimension():
+    assert ev.bits_per_dimension(-64 * np.log(2), 64) == pytest.approx(1.0)
