@@ -27,6 +27,12 @@ from .losses import bernoulli_nll, binomial_nll, continuous_bernoulli_nll, gauss
 
 NAMES = ("bernoulli", "binomial", "continuous_bernoulli", "gaussian")
 INTEGER_TOLERANCE = 1e-3  # how far n x may stray from a whole count (float32 rounding of k / n is far smaller)
+BLOCK_ROWS = 4096  # data checks walk the data in blocks of rows, so their temporaries stay small
+
+
+def blocks(x):
+    """Consecutive blocks of ``BLOCK_ROWS`` rows of ``x``."""
+    return (x[i:i + BLOCK_ROWS] for i in range(0, x.shape[0], BLOCK_ROWS))
 
 
 class Likelihood:
@@ -68,10 +74,10 @@ class Bernoulli(Likelihood):
         return (u < sigmoid(out)).astype(out.dtype)
 
     def caveat(self, x):
-        grey = (x != 0) & (x != 1)
-        share = float(grey.mean())
-        if share == 0:
+        grey = sum(int(((b != 0) & (b != 1)).sum()) for b in blocks(x))
+        if grey == 0:
             return None
+        share = grey / x.size
         return (f"the Bernoulli likelihood is a distribution over binary pixels, but {share:.0%} of these lie "
                 "strictly between 0 and 1: its 'log-likelihood' is then a cross-entropy, not the log of a "
                 "probability of this data. Binarise the data (fit(..., binarize='dynamic')), or choose "
@@ -106,8 +112,10 @@ class Binomial(Likelihood):
 
     def check(self, x, name="x"):
         xp = get_array_module(x)
-        counts = x * self.trials
-        off = float(xp.abs(counts - xp.rint(counts)).max())
+        off = 0.0
+        for b in blocks(x):
+            counts = b * self.trials
+            off = max(off, float(xp.abs(counts - xp.rint(counts)).max()))
         if off > INTEGER_TOLERANCE:
             raise ValueError(f"the binomial likelihood with trials={self.trials} needs {name} to hold counts "
                              f"divided by {self.trials} (k / {self.trials} for whole k), but {name} * {self.trials} "
