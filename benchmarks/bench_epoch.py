@@ -4,10 +4,15 @@ The reference workload is the PyTorch examples' MNIST VAE: 784-400-20 with
 ReLU, Bernoulli likelihood, Adam (lr 1e-3), batch 128, float32, one epoch over
 60,000 examples of synthetic binary data (timing does not depend on content).
 
-    python benchmarks/bench_epoch.py                  # minivae and the floor
-    python benchmarks/bench_epoch.py --vs torch       # ... and PyTorch, alternately, 3 rounds
+    python benchmarks/bench_epoch.py                  # minivae (both update paths) and the floor
+    python benchmarks/bench_epoch.py --vs torch       # ... and PyTorch (default and fused Adam), alternately
     python benchmarks/bench_epoch.py --backend cupy --vs torch --batch-size 1024
     python benchmarks/bench_epoch.py --smoke          # a tiny run that proves it works (CI)
+
+minivae is timed on both update paths: ``minivae`` (the compiled update of
+the ``fast`` extra, when numba is installed) and ``minivae-numpy`` (the NumPy
+update, forced with ``MINIVAE_FAST=0``). PyTorch is timed with its default
+Adam and with ``Adam(fused=True)``.
 
 Each figure is the median over rounds; ratios are of medians from this one run.
 Peak memory is measured for each framework in its own fresh process.
@@ -44,14 +49,22 @@ def minivae_setup(x, backend):
     return model, x_dev
 
 
-def minivae_epoch(state, batch_size, backend):
+def minivae_epoch(state, batch_size, backend, fast=True):
     model, x_dev = state
-    model.fit(x_dev, epochs=1, batch_size=batch_size, lr=1e-3, progress=False)
+    previous = os.environ.get("MINIVAE_FAST")
+    os.environ["MINIVAE_FAST"] = "1" if fast else "0"
+    try:
+        model.fit(x_dev, epochs=1, batch_size=batch_size, lr=1e-3, progress=False)
+    finally:
+        if previous is None:
+            del os.environ["MINIVAE_FAST"]
+        else:
+            os.environ["MINIVAE_FAST"] = previous
     synchronize(backend)
 
 
 # ---------------------------------------------------------------- PyTorch
-def torch_setup(x, backend):
+def torch_setup(x, backend, fused=False):
     import torch
     from torch import nn
 
@@ -71,7 +84,7 @@ def torch_setup(x, backend):
             return self.fc4(torch.relu(self.fc3(z))), mu, logvar
 
     model = TorchVAE().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
     return torch, model, opt, torch.as_tensor(x, device=device), device
 
 
@@ -147,7 +160,7 @@ def status_mib(field):
 
 def measure_memory(which, n, batch_size, backend):
     x = make_data(n)
-    setup = minivae_setup if which == "minivae" else torch_setup
+    setup = minivae_setup if which == "minivae" else torch_setup  # minivae: its default update path
     epoch = minivae_epoch if which == "minivae" else torch_epoch
     # Warm up on a few batches first: the BLAS library's thread buffers and a
     # framework's allocator caches are one-off costs, not the epoch's working memory.
@@ -182,11 +195,19 @@ def main():
     if args._memory:
         return measure_memory(args._memory, args.n, args.batch_size, args.backend)
 
+    from minivae import fused
+
     x = make_data(args.n)
-    runners = {"minivae": (minivae_setup(x, args.backend), minivae_epoch)}
+    runners = {}
+    if fused.AVAILABLE:
+        runners["minivae"] = (minivae_setup(x, args.backend), minivae_epoch)
+    else:
+        print("the fast extra (numba) is not installed: only the NumPy update is timed")
+    runners["minivae-numpy"] = (minivae_setup(x, args.backend), lambda s, b, be: minivae_epoch(s, b, be, fast=False))
     if args.vs == "torch":
         try:
             runners["torch"] = (torch_setup(x, args.backend), torch_epoch)
+            runners["torch-fused"] = (torch_setup(x, args.backend, fused=True), torch_epoch)
         except ImportError:
             print("PyTorch is not installed: pip install torch (a CPU build is enough)")
             return 1
@@ -208,10 +229,10 @@ def main():
           + (f" torch={runners['torch'][0][0].__version__} torch_threads={runners['torch'][0][0].get_num_threads()}"
              if "torch" in runners else ""))
     for name in runners:
-        print(f"{name:>8}: median {med[name]:.3f} s/epoch   (rounds: {', '.join(f'{t:.3f}' for t in times[name])})")
-    if "torch" in med:
-        print(f"minivae / torch = {med['minivae'] / med['torch']:.2f}")
-    print(f"minivae / floor = {med['minivae'] / med['floor']:.2f}")
+        print(f"{name:>13}: median {med[name]:.3f} s/epoch   (rounds: {', '.join(f'{t:.3f}' for t in times[name])})")
+    for ours in [name for name in ("minivae", "minivae-numpy") if name in med]:
+        for theirs in [name for name in ("torch", "torch-fused", "floor") if name in med]:
+            print(f"{ours} / {theirs} = {med[ours] / med[theirs]:.2f}")
 
     if not args.no_memory:
         mem = {name: memory_of(name, args) for name in ["minivae"] + (["torch"] if "torch" in runners else [])}

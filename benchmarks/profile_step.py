@@ -56,8 +56,8 @@ def main():
         (vae._sampler, "backward"): "sample backward",
         (vae, "_encode_backward"): "encoder backward (5 products)",
         (training, "_finite"): "finite checks (the gradient, then the updated parameters)",
-        (training.StepSnapshot, "take"): "copy of the state, to undo a failed step",
-        (vae.optimizer_, "step"): f"Adam over {vae.n_params:,} parameters",
+        (training.StepSnapshot, "take"): "step count, generator and totals kept to undo a failed step",
+        (vae.optimizer_, "step"): f"Adam over {vae.n_params:,} parameters, saving what it changes",
     }
     originals = {key: getattr(*key) for key in stages}
     for (owner, attr), label in stages.items():

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from .backend import to_numpy
+from .blas import threads_for
 from .losses import LOG_2PI, gaussian_log_density, kl_per_dimension
 from .validation import check_positive
 
@@ -31,11 +32,17 @@ def log_likelihood(model, x, n_samples=1000, max_rows=16384):
     """
     K = check_positive("n_samples", n_samples, integer=True)
     check_positive("max_rows", max_rows, integer=True)
-    xp = model.xp
     x = model._batch(x)
     N = x.shape[0]
     per_chunk = max(1, min(K, max_rows))
     rows = max(1, max_rows // per_chunk)  # examples per block
+    with threads_for(model, min(N, rows) * per_chunk):
+        return _log_likelihood(model, x, K, per_chunk, rows)
+
+
+def _log_likelihood(model, x, K, per_chunk, rows):
+    xp = model.xp
+    N = x.shape[0]
     out = []
     for i in range(0, N, rows):
         xb = x[i:i + rows]  # (B, D)

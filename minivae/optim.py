@@ -4,13 +4,46 @@ An optimiser updates one parameter vector ``w`` in place from its gradient
 ``dw`` (the VAE keeps all its parameters in one vector, with per-layer views,
 so one call updates the whole model). State arrays are allocated on the same
 backend as ``w`` the first time ``step`` sees it.
+
+Each update is written here in NumPy, the readable reference. With the
+``fast`` extra installed (numba), NumPy arrays are updated by the compiled
+loops of :mod:`minivae.fused` instead, which give the same bits in one pass.
 """
 
 import numpy as np
 
+from . import fused
 from .backend import get_array_module, to_backend
 from .parallel import for_each_chunk
 from .validation import check_positive
+
+
+class UndoRecord:
+    """Where a step saves what it is about to change, so that the step can be undone.
+
+    ``arrays`` maps ``"w"`` and each state name to a buffer of the
+    parameters' shape (allocated once, reused every step); ``complete`` is
+    True once they hold the values from before the step. The NumPy path
+    copies them before updating; a compiled step writes them in its one pass.
+    """
+
+    def __init__(self):
+        self.arrays = {}
+        self.complete = False
+
+    def buffers(self, names, like):
+        """The buffers for ``names``, allocated like ``like`` where missing or mismatched."""
+        for name in names:
+            buf = self.arrays.get(name)
+            if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+                self.arrays[name] = get_array_module(like).empty_like(like)
+        return [self.arrays[name] for name in names]
+
+    def save(self, **arrays):
+        """Copy each named array into its buffer, then mark the record complete."""
+        for (name, a), buf in zip(arrays.items(), self.buffers(list(arrays), next(iter(arrays.values())))):
+            buf[...] = a
+        self.complete = True
 
 
 class Optimizer:
@@ -96,11 +129,23 @@ class SGD(Optimizer):
     def state_names(self):
         return ("v",) if self.momentum else ()
 
-    def step(self, w, dw):
-        if self.momentum == 0:
-            w -= self.lr * dw
+    def step(self, w, dw, saved=None):
+        """Update ``w`` in place from ``dw``; an :class:`UndoRecord` ``saved`` receives what it changes."""
+        v = self._buffer("v", w) if self.momentum else w  # without momentum, v is never read
+        if fused.enabled() and get_array_module(w) is np:
+            one = w.dtype.type
+            save = saved is not None
+            saved_w, saved_v = saved.buffers(("w", "v"), w) if save else (w, w)
+            fused.sgd(w, dw, v, one(self.lr), one(self.momentum), saved_w, saved_v, save)
+            if save:
+                saved.complete = True
+        elif self.momentum == 0:
+            if saved is not None:
+                saved.save(w=w)
+            w -= self.lr * dw  # w <- w - lr * dw
         else:
-            v = self._buffer("v", w)
+            if saved is not None:
+                saved.save(w=w, v=v)
             v *= self.momentum
             v += dw  # v <- momentum * v + dw
             w -= self.lr * v  # w <- w - lr * v
@@ -150,7 +195,8 @@ class Adam(Optimizer):
         if name == "v" and bool((a < 0).any()):
             raise ValueError("Adam's second moment 'v' has negative entries; it is a running mean of squares")
 
-    def step(self, w, dw):
+    def step(self, w, dw, saved=None):
+        """Update ``w`` in place from ``dw``; an :class:`UndoRecord` ``saved`` receives what it changes."""
         t = self.t + 1  # counted in self.t only once the update is complete
         xp = get_array_module(w, dw)
         m, v = self._buffer("m", w), self._buffer("v", w)
@@ -160,6 +206,18 @@ class Adam(Optimizer):
         eps_hat = self.eps * c2
         flush = t % self.FLUSH_EVERY == 0
         tiny = np.finfo(w.dtype).tiny  # the smallest normal number
+        if fused.enabled() and xp is np:  # the same update, compiled into one pass (see minivae.fused)
+            one = w.dtype.type  # each scalar in the arrays' precision, as NumPy casts it below
+            save = saved is not None
+            buffers = saved.buffers(("w", "m", "v"), w) if save else (w, m, v)
+            fused.adam(w, dw, m, v, one(b1), one(1 - b1), one(b2), one(1 - b2), one(lr_t), one(eps_hat), one(tiny),
+                       flush, *buffers, save)
+            if save:
+                saved.complete = True
+            self.t = t
+            return
+        if saved is not None:
+            saved.save(w=w, m=m, v=v)
 
         def update(s, t):
             # One chunk, with t as scratch: every line below re-reads arrays that are still in cache.

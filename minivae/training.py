@@ -2,18 +2,22 @@
 
 Training never leaves a model half-updated:
 
-* Each step is all or nothing. The parameters, the optimiser's state and the
-  random generator are copied before the step; a step whose result is not
-  finite, or that an exception interrupts, is undone from that copy.
-* SIGINT (Ctrl-C), SIGTERM and SIGHUP do not interrupt a step: while ``fit``
-  runs they only ask it to stop once the step in flight is complete. A second
-  Ctrl-C stops at once (and the step it interrupts is undone).
+* Each step is all or nothing. The optimiser saves the parameters and its
+  state as it updates them (an :class:`minivae.optim.UndoRecord`), and the
+  step count, the random generator and the epoch's totals are copied before
+  the step; a step whose result is not finite, or that an exception
+  interrupts, is undone from those copies.
+* SIGINT (Ctrl-C), SIGTERM and SIGHUP never interrupt a step: while ``fit``
+  runs they ask it to stop once the step in flight is complete. A second
+  Ctrl-C stops as soon as that step is complete, without waiting for the
+  rest of the epoch's bookkeeping.
 * A stop in the middle of an epoch is remembered in ``model.partial_epoch_``
   (saved with the model), and the next ``fit`` on the same data finishes that
   epoch from the next step, so training stopped and resumed follows exactly
   the path of training that never stopped.
 """
 
+import contextlib
 import math
 import signal
 import threading
@@ -24,8 +28,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .backend import get_array_module
+from .blas import StepThreads
 from .evaluate import latent_diagnostics
-from .optim import OPTIMIZERS
+from .optim import OPTIMIZERS, UndoRecord
 from .validation import check_choice, check_positive
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -104,6 +109,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     total_steps = epochs * steps - (place["step"] if place and epochs else 0)
     bar = tqdm(total=total_steps, disable=not progress, unit="batch", leave=True)
     snapshot = StepSnapshot(model, opt)
+    threads = StepThreads(model, batch_size)  # one BLAS thread or more, by measurement (see minivae.blas)
     try:
         with StopRequests() as stops:
             for epoch in range(first, first + epochs):
@@ -112,26 +118,31 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
                     place = {"step": 0, "perm": model.rng_.permutation(n), "totals": np.zeros(3), "seconds": 0.0}
                 perm, totals = place["perm"], place["totals"]  # totals: loss, reconstruction, kl summed over examples
                 start = time.perf_counter() - place["seconds"]
+                threads.start_epoch(steps - place["step"])
                 for step in range(place["step"], steps):
                     if stops.signal:
                         break
-                    snapshot.take(totals)
-                    try:
-                        idx = perm[step * batch_size:(step + 1) * batch_size]
-                        loss, rec, kl = _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr)
-                        totals += len(idx) * np.array([loss, rec, kl])
-                        place["step"] = step + 1
-                    except BaseException:
-                        snapshot.restore(totals)
-                        place["step"] = step
-                        raise
+                    with stops.deferred():  # no signal interrupts the step
+                        snapshot.take(totals)
+                        try:
+                            idx = perm[step * batch_size:(step + 1) * batch_size]
+                            with threads.step():
+                                loss, rec, kl = _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch,
+                                                      step, lr, snapshot.saved)
+                            totals += len(idx) * np.array([loss, rec, kl])
+                            place["step"] = step + 1
+                        except BaseException:
+                            snapshot.restore(totals)
+                            place["step"] = step
+                            raise
                     bar.update(1)
                     if step % 10 == 0 or step == steps - 1:
                         bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
                 place["seconds"] = time.perf_counter() - start
                 if place["step"] < steps:
                     break
-                _end_epoch(model, epoch, n, totals, kl_weight, place["seconds"], validation, x, eval_batch_size)
+                with threads.chosen():
+                    _end_epoch(model, epoch, n, totals, kl_weight, place["seconds"], validation, x, eval_batch_size)
                 place = None
                 if stops.signal:
                     break
@@ -150,7 +161,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     return model
 
 
-def _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr):
+def _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr, saved):
     """One minibatch: forward, backward and the optimiser's update; raises DivergedError on a non-finite result."""
     xb = x[model.xp.asarray(idx)]  # (B, D) gather on the model's device
     if binarize == "dynamic":
@@ -163,7 +174,7 @@ def _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr):
         if not (math.isfinite(loss) and _finite(model.flat_grads)):
             bad = f"the loss became {loss}"
         else:
-            opt.step(model.flat_params, model.flat_grads)
+            opt.step(model.flat_params, model.flat_grads, saved=saved)
             if not _finite(model.flat_params):
                 bad = "the update made some parameters infinite or NaN"
     if bad:
@@ -200,38 +211,32 @@ def _resume_place(model, n, batch_size):
 
 
 class StepSnapshot:
-    """A copy of everything a training step changes, taken before it, to undo it.
+    """Everything a training step changes, kept so that the step can be undone.
 
-    That is the parameters, the optimiser's step count and state arrays, the
-    training generator and the epoch's running totals. The copies live in
-    buffers allocated once and reused every step.
+    The optimiser saves the parameters and its state arrays into ``saved``
+    as it updates them; ``take`` copies the rest (the step count, the names
+    of the state arrays, the training generator and the epoch's totals)
+    before the step.
     """
 
     def __init__(self, model, opt):
         self.model, self.opt = model, opt
-        self.buffers = {}
-
-    def _copy(self, name, a):
-        buf = self.buffers.get(name)
-        if buf is None or buf.shape != a.shape:
-            buf = self.buffers[name] = get_array_module(a).empty_like(a)
-        buf[...] = a
-        return buf
+        self.saved = UndoRecord()
 
     def take(self, totals):
-        self._copy("params", self.model.flat_params)
-        self.state = {name: self._copy("state." + name, a) for name, a in self.opt.state.items()}
-        self.t = self.opt.t
+        self.saved.complete = False
+        self.t, self.names = self.opt.t, set(self.opt.state)
         self.rng_state = self.model.rng_.bit_generator.state
         self.totals = totals.copy()
 
     def restore(self, totals):
-        self.model.flat_params[...] = self.buffers["params"]
         for name in list(self.opt.state):
-            if name in self.state:
-                self.opt.state[name][...] = self.state[name]
-            else:  # created by the step being undone
+            if name not in self.names:  # created by the step being undone
                 del self.opt.state[name]
+            elif self.saved.complete:
+                self.opt.state[name][...] = self.saved.arrays[name]
+        if self.saved.complete:
+            self.model.flat_params[...] = self.saved.arrays["w"]
         self.opt.t = self.t
         self.model.rng_.bit_generator.state = self.rng_state
         totals[...] = self.totals
@@ -240,19 +245,35 @@ class StepSnapshot:
 class StopRequests:
     """While active, the stop signals set ``signal`` (the first one's name) instead of interrupting.
 
-    A second SIGINT raises ``KeyboardInterrupt`` at once, as a user pressing
-    Ctrl-C twice expects. Handlers can only be installed in the main thread;
+    A second SIGINT raises ``KeyboardInterrupt``, as a user pressing Ctrl-C
+    twice expects, but never inside a ``deferred()`` block: there it waits
+    for the block's end. Handlers can only be installed in the main thread;
     elsewhere this does nothing.
     """
 
     def __init__(self):
         self.signal = None
         self._previous = {}
+        self._deferring = self._pending = False
 
     def _handle(self, signum, frame):
         if self.signal == "SIGINT" and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            if not self._deferring:
+                raise KeyboardInterrupt
+            self._pending = True
         self.signal = self.signal or signal.Signals(signum).name
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """A block that a second Ctrl-C does not interrupt; it raises ``KeyboardInterrupt`` at the block's end."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self._pending:
+            self._pending = False
+            raise KeyboardInterrupt
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():

@@ -5,11 +5,28 @@ import threading
 import numpy as np
 import pytest
 
+from minivae import fused
 from minivae.backend import to_numpy
-from minivae.optim import SGD, Adam
+from minivae.optim import SGD, Adam, UndoRecord
 
 
-def test_adam_matches_the_textbook_update(rng):
+@pytest.fixture(params=["numpy", "fused"])
+def path(request, monkeypatch):
+    """Run a test on the NumPy update, then on the compiled one (skipped, with the reason, without numba)."""
+    if request.param == "fused" and not fused.AVAILABLE:
+        pytest.skip("the fast extra (numba) is not installed: pip install 'minivae[fast]'")
+    monkeypatch.setenv("MINIVAE_FAST", "1" if request.param == "fused" else "0")
+    assert fused.enabled() == (request.param == "fused")
+    return request.param
+
+
+@pytest.fixture
+def numpy_path(monkeypatch):
+    """The NumPy update, whose chunking and threads some tests are about."""
+    monkeypatch.setenv("MINIVAE_FAST", "0")
+
+
+def test_adam_matches_the_textbook_update(path, rng):
     w = rng.standard_normal(5)
     w_ref = w.copy()
     m = np.zeros(5)
@@ -25,7 +42,7 @@ def test_adam_matches_the_textbook_update(rng):
     assert np.allclose(w, w_ref, rtol=1e-12, atol=1e-14)
 
 
-def test_sgd_momentum_matches_its_rule(rng):
+def test_sgd_momentum_matches_its_rule(path, rng):
     w = rng.standard_normal(4)
     w_ref, vel = w.copy(), np.zeros(4)
     opt = SGD(lr=0.1, momentum=0.5)
@@ -37,13 +54,13 @@ def test_sgd_momentum_matches_its_rule(rng):
     assert np.allclose(w, w_ref, rtol=1e-13)
 
 
-def test_plain_sgd(rng):
+def test_plain_sgd(path, rng):
     w = np.ones(3)
     SGD(lr=0.5, momentum=0).step(w, np.array([1.0, 2.0, -2.0]))
     assert np.array_equal(w, [0.5, 0.0, 2.0])
 
 
-def test_adam_minimises_a_quadratic():
+def test_adam_minimises_a_quadratic(path):
     w = np.array([3.0, -2.0])
     opt = Adam(lr=0.05)
     for _ in range(500):
@@ -61,7 +78,7 @@ def test_state_lives_on_the_parameters_backend(strict):
     assert np.allclose(to_numpy(opt.state["m"]), 0.1)
 
 
-def test_state_dict_round_trip(rng):
+def test_state_dict_round_trip(path, rng):
     w1 = rng.standard_normal(3)
     w2 = w1.copy()
     a, b = Adam(lr=0.01), Adam(lr=0.01)
@@ -81,7 +98,7 @@ def test_bad_hyperparameters_are_refused(bad):
 
 
 @pytest.mark.parametrize("threads", ["1", "2", "3"])
-def test_chunked_update_covers_every_element(threads, monkeypatch):
+def test_chunked_update_covers_every_element(numpy_path, threads, monkeypatch):
     from minivae import parallel
     monkeypatch.setenv("MINIVAE_NUM_THREADS", threads)
     n = 3 * parallel.CHUNK + 17  # several chunks and a ragged end
@@ -112,7 +129,7 @@ def test_chunked_update_covers_every_element(threads, monkeypatch):
     assert np.allclose(w, w_ref, rtol=1e-5, atol=1e-6)
 
 
-def test_adam_flushes_subnormal_state_to_zero():
+def test_adam_flushes_subnormal_state_to_zero(path):
     w = np.ones(4, dtype=np.float32)
     opt = Adam()
     opt.step(w, np.ones(4, dtype=np.float32))
@@ -127,7 +144,7 @@ def test_adam_flushes_subnormal_state_to_zero():
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
-def test_a_bad_thread_count_is_named_and_changes_nothing(monkeypatch, value):
+def test_a_bad_thread_count_is_named_and_changes_nothing(numpy_path, monkeypatch, value):
     w, dw = np.ones(10, np.float32), np.full(10, 0.5, np.float32)
     opt = Adam()
     opt.step(w, dw)
@@ -149,3 +166,36 @@ def test_hyperparameters_are_plain_numbers():
     opt = Adam(lr=np.float32(0.01), betas=(np.float64(0.8), 0.9), eps=np.float32(1e-7))
     assert all(type(v) is float for v in (opt.lr, opt.b1, opt.b2, opt.eps))
     assert Adam(**opt.hyperparameters()).hyperparameters() == opt.hyperparameters()
+
+
+@pytest.mark.skipif(not fused.AVAILABLE, reason="the fast extra (numba) is not installed: pip install 'minivae[fast]'")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [Adam, lambda: SGD(lr=0.01, momentum=0.9), lambda: SGD(lr=0.01, momentum=0)],
+                         ids=["adam", "sgd-momentum", "sgd"])
+def test_the_compiled_update_equals_the_numpy_one_to_the_last_bit(monkeypatch, dtype, make):
+    finals = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("MINIVAE_FAST", flag)
+        rng = np.random.default_rng(9)
+        w, opt = rng.standard_normal(100_003).astype(dtype), make()
+        for step in range(40):  # tiny gradients late on drive Adam's moments towards subnormals: the flush runs
+            dw = (rng.standard_normal(w.size) * (1e-30 if step >= 20 else 1.0)).astype(dtype)
+            dw[:500] = 0  # units that never fire
+            opt.step(w, dw)
+        finals[flag] = (w, opt.t, opt.state)
+    (w0, t0, s0), (w1, t1, s1) = finals["0"], finals["1"]
+    assert np.array_equal(w0, w1) and t0 == t1 and s0.keys() == s1.keys()
+    for name in s0:
+        assert np.array_equal(s0[name], s1[name]), name
+
+
+@pytest.mark.parametrize("make", [Adam, lambda: SGD(lr=0.01, momentum=0.9), lambda: SGD(lr=0.01, momentum=0)],
+                         ids=["adam", "sgd-momentum", "sgd"])
+def test_a_step_saves_what_it_changes(path, make, rng):
+    w, opt, saved = rng.standard_normal(1000), make(), UndoRecord()
+    opt.step(w, rng.standard_normal(1000))
+    before = (w.copy(), {k: v.copy() for k, v in opt.state.items()})
+    opt.step(w, rng.standard_normal(1000), saved=saved)
+    assert saved.complete and np.array_equal(saved.arrays["w"], before[0]) and not np.array_equal(w, before[0])
+    for name, value in before[1].items():
+        assert np.array_equal(saved.arrays[name], value), name

@@ -179,26 +179,46 @@ def test_resuming_an_unfinished_epoch_needs_the_same_data_and_batch_size(digits,
     assert len(model.history_) == 1
 
 
-def test_an_interrupted_update_is_wholly_undone(digits, monkeypatch):
-    model = small()
-    model.fit(digits[0][:100], epochs=1, batch_size=20, progress=False)
-    before = (model.flat_params.copy(), model.optimizer_.t, {k: v.copy() for k, v in model.optimizer_.state.items()})
+def test_an_update_that_fails_half_way_is_wholly_undone(digits, monkeypatch):
+    from minivae import optim, parallel
+    monkeypatch.setenv("MINIVAE_FAST", "0")  # the NumPy path, whose update runs chunk by chunk
+    monkeypatch.setattr(parallel, "CHUNK", 64)
+    model = small().fit(digits[0][:100], epochs=1, batch_size=20, progress=False)
+    opt = model.optimizer_
+    before = (model.flat_params.copy(), opt.t, {k: v.copy() for k, v in opt.state.items()})
     rng_state = model.rng_.bit_generator.state
-    real_step = type(model.optimizer_).step
+    real = optim.for_each_chunk
 
-    def half_a_step(self, w, dw):  # a second Ctrl-C lands when a third of the weights are updated
-        real_step(self, w[: w.size // 3], dw[: w.size // 3])
-        raise KeyboardInterrupt
+    def fails_half_way(n, fn, *args):  # a third of the chunks are updated, then memory runs out
+        real(n // 3, fn, *args)
+        raise MemoryError
 
-    monkeypatch.setattr(type(model.optimizer_), "step", half_a_step)
-    model.fit(digits[0][:100], epochs=1, batch_size=20, progress=False)
-    assert model.stopped_by_ == "SIGINT" and len(model.history_) == 1
-    assert np.array_equal(model.flat_params, before[0]) and model.optimizer_.t == before[1]
+    monkeypatch.setattr(optim, "for_each_chunk", fails_half_way)
+    with pytest.raises(MemoryError):
+        model.fit(digits[0][:100], epochs=1, batch_size=20, progress=False)
+    assert np.array_equal(model.flat_params, before[0]) and opt.t == before[1]
     for name, value in before[2].items():
-        assert np.array_equal(model.optimizer_.state[name], value), name
+        assert np.array_equal(opt.state[name], value), name
     assert model.partial_epoch_["step"] == 0  # the step was undone, not counted
-    assert model.rng_.bit_generator.state != rng_state  # the epoch's shuffle was drawn and is kept ...
-    assert len(model.partial_epoch_["perm"]) == 100  # ... with the order it drew
+    assert len(model.partial_epoch_["perm"]) == 100 and model.rng_.bit_generator.state != rng_state
+
+
+def test_a_second_ctrl_c_lets_the_step_in_flight_finish(digits, monkeypatch):
+    model = small()
+    real, calls = model._forward_backward, []
+
+    def forward_backward(*args):
+        calls.append(1)
+        if len(calls) == 8:  # Ctrl-C twice, in the middle of the eighth step
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args)
+
+    monkeypatch.setattr(model, "_forward_backward", forward_backward)
+    model.fit(digits[0][:100], epochs=3, batch_size=20, progress=False)  # 5 steps an epoch
+    assert model.stopped_by_ == "SIGINT" and model.optimizer_.t == 8
+    assert len(model.history_) == 1 and model.partial_epoch_["step"] == 3
+    assert np.all(np.isfinite(model.flat_params))
 
 
 @pytest.mark.parametrize("lr, optimizer", [(1e39, "adam"), (1e4, "adam"), (10.0, "sgd")])
@@ -210,9 +230,9 @@ def test_divergence_leaves_the_last_good_parameters_and_optimiser_state(digits, 
     def state():
         return model.flat_params.copy(), opt.t, {k: v.copy() for k, v in opt.state.items()}
 
-    def recorded_step(w, dw):
+    def recorded_step(w, dw, saved=None):
         before.append(state())
-        real_step(w, dw)
+        real_step(w, dw, saved=saved)
         after.append(state())
 
     monkeypatch.setattr(opt, "step", recorded_step)

@@ -1,0 +1,110 @@
+"""How many threads the BLAS library may use for minivae's matrix products.
+
+OpenBLAS's worker threads spin while they wait for the next product, so on a
+machine whose cores are busy with other work they fight it for the CPU. On
+the 2-core machine of ``benchmarks/README.md``, with two other busy
+processes, ``python -m minivae train`` took 3.2 times as long with the
+library's default threads as with one, and an MNIST-sized epoch 3 times; on
+the same machine idle, the MNIST-sized epoch was 1.3 to 1.5 times faster
+with the default threads. No fixed rule wins both ways, so training measures:
+
+- products under ``ALWAYS_ONE_BELOW`` multiply-adds (the bundled digits')
+  always run on one thread, which is as fast for them even on an idle machine;
+- for larger ones, each epoch starts by timing ``TRIAL_STEPS`` steps on one
+  thread and as many on the library's default, alternately, and runs the rest
+  of the epoch on whichever was faster (by median). Epochs too short for the
+  trial run on one thread.
+
+Evaluation (the importance-weighted log-likelihood) uses one thread for small
+products and the default for large ones. ``MINIVAE_BLAS_THREADS=1`` runs
+every product on one thread, ``MINIVAE_BLAS_THREADS=default`` never limits
+the library (minivae's behaviour before this module); unset, or ``auto``,
+is the rule above. Limits are set with
+``threadpoolctl``, the library scikit-learn uses for this, only while minivae
+computes, and never on a GPU. ``benchmarks/bench_load.py`` measures the
+main job and an MNIST-sized epoch, idle and under load.
+"""
+
+import contextlib
+import os
+import statistics
+import time
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+ALWAYS_ONE_BELOW = 10**7  # multiply-adds in the largest product of a step
+TRIAL_STEPS = 4  # steps timed with each setting at the start of an epoch
+_controller = None
+
+
+def controller():
+    """The process's one ``ThreadpoolController`` (it inspects the loaded libraries once)."""
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller
+
+
+def setting():
+    """``$MINIVAE_BLAS_THREADS``: ``"auto"`` (the default), ``"1"`` or ``"default"``."""
+    value = os.environ.get("MINIVAE_BLAS_THREADS", "auto").strip().lower()
+    if value not in ("auto", "1", "default"):
+        raise ValueError(f"MINIVAE_BLAS_THREADS must be auto, 1 or default; got {value!r}. Unset it for auto")
+    return value
+
+
+def product_size(model, rows):
+    """Multiply-adds in the largest matrix product of a pass over ``rows`` examples."""
+    return rows * max(W.shape[0] * W.shape[1] for name, W in model.params.items() if name.endswith(".W"))
+
+
+def one_thread():
+    """A context in which BLAS products run on one thread."""
+    return controller().limit(limits=1, user_api="blas")
+
+
+def threads_for(model, rows):
+    """For evaluation: one thread for products under ``ALWAYS_ONE_BELOW`` multiply-adds, else no limit."""
+    mode = setting()
+    if model.xp is not np or mode == "default" or (mode == "auto" and product_size(model, rows) >= ALWAYS_ONE_BELOW):
+        return contextlib.nullcontext()
+    return one_thread()
+
+
+class StepThreads:
+    """Chooses, epoch by epoch, the BLAS threads of training steps by timing a few steps of each choice.
+
+    ``start_epoch(steps)`` begins an epoch of ``steps`` steps; each step then
+    runs inside ``with choice.step():``.
+    """
+
+    def __init__(self, model, batch_size):
+        mode = setting()
+        self.fixed = None  # None: measure each epoch
+        if model.xp is not np or mode == "default":
+            self.fixed = "default"  # a GPU has nothing to choose
+        elif mode == "1" or product_size(model, batch_size) < ALWAYS_ONE_BELOW:
+            self.fixed = "one"
+        self.choice, self.trials, self.times = "one", [], {"one": [], "default": []}
+
+    def start_epoch(self, steps):
+        self.times = {"one": [], "default": []}
+        enough = steps >= 4 * TRIAL_STEPS  # the trial must be a small part of the epoch
+        self.trials = ["one", "default"] * TRIAL_STEPS if self.fixed is None and enough else []
+        self.choice = self.fixed or "one"
+
+    def chosen(self):
+        """A context with this epoch's choice (for the work between steps, such as validation)."""
+        return one_thread() if self.choice == "one" else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def step(self):
+        setting = self.trials.pop(0) if self.trials else self.choice
+        start = time.perf_counter()
+        with one_thread() if setting == "one" else contextlib.nullcontext():
+            yield
+        if setting in self.times and self.fixed is None and len(self.times[setting]) < TRIAL_STEPS:
+            self.times[setting].append(time.perf_counter() - start)
+            if all(len(t) == TRIAL_STEPS for t in self.times.values()):
+                self.choice = min(self.times, key=lambda k: statistics.median(self.times[k]))
