@@ -46,6 +46,14 @@ def _image_figure(canvas, title, width=6.0):
     return fig
 
 
+def plot_images(images, cols=None, title="", shape=None):
+    """Images (n, h*w) in a grid of ``cols`` columns (default: one row), pixels in [0, 1]."""
+    images = to_numpy(images)
+    cols = cols or len(images)
+    width = min(10.0, 0.8 * cols)
+    return _image_figure(tile(images, cols, shape or image_shape(images.shape[1])), title, width=max(width, 2.0))
+
+
 def plot_history(history):
     """Loss curves: the training loss with its reconstruction and KL terms, and the validation ELBO."""
     if not history:

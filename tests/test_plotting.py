@@ -81,3 +81,9 @@ def test_bad_figure_arguments_are_errors():
         plotting.tile(np.zeros((4, 64)), 0, (8, 8))
     with pytest.raises(ValueError, match=r"dims must name two of the 3 latent dimensions"):
         plotting.manifold_grid(5, dims=(0, 3), latent_dim=3)
+
+
+def test_plot_images_tiles_any_images():
+    fig = plotting.plot_images(np.random.default_rng(0).random((6, 64)), cols=3, title="six")
+    assert isinstance(fig, Figure) and fig.axes[0].get_title() == "six"
+    assert fig.axes[0].images[0].get_array().shape == (2 * 9 - 1, 3 * 9 - 1)
