@@ -1,0 +1,126 @@
+"""Plant plausible bugs in minivae one at a time and report which notebooks catch each.
+
+A notebook "catches" a bug when one of its cells fails (an assert, or an
+error) with the bug planted. A teaching notebook whose checks pass with a
+wrong library proves nothing, so every bug below must be caught by at least
+one notebook. This is slow (every notebook runs once per bug, about ten
+minutes in all), so it is a script, not a test:
+
+    python notebooks/mutations.py                 # every bug, every notebook
+    python notebooks/mutations.py --bugs 1 5 7    # some of them
+
+Each bug is a one-line replacement in a copy of the package, put first on
+the kernels' PYTHONPATH; the working tree is never touched. A replacement
+that no longer matches the source is reported as an error, not skipped.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+HERE = Path(__file__).resolve().parent
+PACKAGE = HERE.parent / "minivae"
+NOTEBOOKS = sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
+
+# (what the bug is, file, the correct line, the planted line)
+BUGS = [
+    ("sigma = exp(logvar), the log-variance taken as the log standard deviation", "layers.py",
+     "sigma = xp.exp(0.5 * logvar)", "sigma = xp.exp(logvar)"),
+    ("dsigma/dlogvar = sigma, the 1/2 missing", "layers.py",
+     "dlogvar = dsigma * (sigma / 2)", "dlogvar = dsigma * sigma"),
+    ("a fresh eps in backward instead of the one used in forward", "layers.py",
+     "dsigma = dz * eps  # dz/dsigma = eps",
+     "dsigma = dz * np.random.default_rng().standard_normal(eps.shape)  # dz/dsigma = eps"),
+    ("the batch mean's 1/N missing from the gradient", "model.py",
+     "dout *= 1.0 / N", "dout *= 1.0"),
+    ("the importance-weighted estimate without its -log K", "evaluate.py",
+     "out.append(m + xp.log(s) - math.log(K))", "out.append(m + xp.log(s))"),
+    ("the optimal encoder's variances taken from the posterior's diagonal, diag(P^-1), not 1/diag(P)", "evaluate.py",
+     '"encoder.logvar.b": -np.log(np.diag(P))', '"encoder.logvar.b": np.log(np.diag(np.linalg.inv(P)))'),
+    ("elbo not averaging its n_samples reconstructions", "model.py",
+     "return -(rec / n_samples) - kl", "return -rec - kl"),
+    ("the Gaussian KL without its -1", "losses.py",
+     "kl = 0.5 * (mu * mu + var - logvar - 1)", "kl = 0.5 * (mu * mu + var - logvar)"),
+    ("dKL/dlogvar = sigma^2 / 2, the -1 missing", "losses.py",
+     "dlogvar = 0.5 * (var - 1)  # dKL/dlogvar", "dlogvar = 0.5 * var  # dKL/dlogvar"),
+    ("the Bernoulli loss with + x l instead of - x l", "losses.py",
+     "nll -= p  # - x l", "nll += p  # - x l"),
+    ("ReLU's derivative passed everywhere", "layers.py",
+     "dx = dy * (y > 0)", "dx = dy * 1"),
+    ("tanh's derivative written as 1 - y", "layers.py",
+     "return dy * (1 - y * y)", "return dy * (1 - y)"),
+    ("the bias gradient averaged over the batch instead of summed", "layers.py",
+     'dy.sum(axis=0, out=self.grads["b"])', 'dy.mean(axis=0, out=self.grads["b"])'),
+    ("the binomial without log C(n, k)", "losses.py",
+     "return nll - log_binom, dlogits", "return nll, dlogits"),
+    ("the linear-Gaussian ELBO without the posterior variance's term", "evaluate.py",
+     "sq = ((x - mu @ W - b) ** 2).sum(1) + np.exp(logvar) @ (W * W).sum(1)", "sq = ((x - mu @ W - b) ** 2).sum(1)"),
+    ("the exact marginal's covariance without the noise variance", "evaluate.py",
+     "cov = W.T @ W + std**2 * np.eye(D)", "cov = W.T @ W + std * np.eye(D)"),
+    ("the Gaussian log-likelihood without its log std term", "losses.py",
+     "D * (math.log(std) + 0.5 * LOG_2PI)", "D * (0.5 * LOG_2PI)"),
+]
+
+
+def plant(bug, folder):
+    """A copy of the package in ``folder`` with ``bug`` planted."""
+    _, name, good, bad = bug
+    target = folder / "minivae"
+    shutil.copytree(PACKAGE, target, ignore=shutil.ignore_patterns("__pycache__"))
+    path = target / name
+    source = path.read_text()
+    if source.count(good) != 1:
+        raise ValueError(f"{name}: the line {good!r} is not in the source exactly once; update BUGS")
+    text = source.replace(good, bad)
+    if "np.random" in bad and "import numpy as np" not in text:
+        text = "import numpy as np\n" + text
+    path.write_text(text)
+
+
+def catches(notebook):
+    """True if some cell of ``notebook`` fails (with the planted package first on the path)."""
+    nb = nbformat.read(notebook, as_version=4)
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    except CellExecutionError:
+        return True
+    return False
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bugs", type=int, nargs="*", help="numbers of the bugs to plant (default: all)")
+    parser.add_argument("--seed", default="0", help="MINIVAE_NOTEBOOK_SEED for the notebooks (default 0)")
+    args = parser.parse_args()
+    chosen = args.bugs or range(1, len(BUGS) + 1)
+    os.environ["MINIVAE_NOTEBOOK_SEED"] = args.seed
+    names = [nb.name.split("_")[0] for nb in NOTEBOOKS]
+    path = os.environ.get("PYTHONPATH", "")
+    print(f"{'bug':<4} {'caught by notebooks':<22} what was planted")
+    missed = []
+    for number in chosen:
+        bug = BUGS[number - 1]
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as folder:
+            plant(bug, Path(folder))
+            os.environ["PYTHONPATH"] = os.pathsep.join([folder, path]).rstrip(os.pathsep)  # the planted copy first
+            caught = [name for name, nb in zip(names, NOTEBOOKS) if catches(nb)]
+        print(f"{number:<4} {', '.join(caught) or 'NONE':<22} {bug[0]}  ({time.perf_counter() - start:.0f} s)",
+              flush=True)
+        if not caught:
+            missed.append(number)
+    print(f"{len(chosen) - len(missed)} of {len(chosen)} bugs caught" + (f"; missed: {missed}" if missed else ""))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
