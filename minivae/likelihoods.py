@@ -23,7 +23,8 @@ import numpy as np
 
 from .backend import get_array_module, to_numpy
 from .layers import sigmoid
-from .losses import bernoulli_nll, binomial_nll, continuous_bernoulli_nll, gaussian_nll, gaussian_nll_learned
+from .losses import (SERIES_BELOW, bernoulli_nll, binomial_nll, continuous_bernoulli_nll, gaussian_nll,
+                     gaussian_nll_learned)
 
 NAMES = ("bernoulli", "binomial", "continuous_bernoulli", "gaussian")
 INTEGER_TOLERANCE = 1e-3  # how far n x may stray from a whole count (float32 rounding of k / n is far smaller)
@@ -145,7 +146,7 @@ class ContinuousBernoulli(Likelihood):
         # E[x] = 1 / (1 - e^-l) - 1/l, written so that neither sign of l overflows; series near l = 0
         xp = get_array_module(out)
         a = xp.abs(out)
-        small = a < 1e-2
+        small = a < SERIES_BELOW
         safe = xp.where(small, 1.0, a).astype(out.dtype)
         q = -xp.expm1(-safe)  # 1 - e^-|l|, in (0, 1)
         mean = xp.where(out > 0, 1.0, -xp.exp(-safe)) / q - xp.sign(out) / safe
@@ -156,7 +157,7 @@ class ContinuousBernoulli(Likelihood):
         xp = get_array_module(out)
         u = xp.asarray(rng.random(out.shape, dtype=out.dtype))
         a = xp.abs(out)
-        small = a < 1e-2
+        small = a < SERIES_BELOW
         safe = xp.where(small, 1.0, a).astype(out.dtype)
         x_pos = 1 + xp.log(u + (1 - u) * xp.exp(-safe)) / safe  # for l > 0
         x_neg = xp.log1p(u * xp.expm1(-safe)) / -safe  # for l < 0

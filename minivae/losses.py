@@ -95,7 +95,7 @@ def log_binomial_coefficients(x, n):
     return table[k].sum(axis=1)
 
 
-SERIES_BELOW = 1e-2  # |l| under which the continuous Bernoulli's terms are taken from their Taylor series
+SERIES_BELOW = 1e-2  # |l| under which the continuous Bernoulli's normaliser, mean and sampler use their series
 
 
 def continuous_bernoulli_log_norm(logits):
