@@ -26,9 +26,9 @@ def execute(nb, folder):
 
 def test_the_notebooks_are_all_here():
     names = {p.name for p in RUN}
-    assert {"01_elbo.ipynb", "02_reparameterization.ipynb", "03_backprop_by_hand.ipynb", "04_train_digits.ipynb",
-            "05_latent_space.ipynb", "06_likelihood.ipynb", "07_gpu.ipynb", "08_posterior_collapse.ipynb",
-            "backward_passes_solution.ipynb"} <= names
+    assert {"00_autoencoder.ipynb", "01_elbo.ipynb", "02_reparameterization.ipynb", "03_backprop_by_hand.ipynb",
+            "04_training_loop.ipynb", "05_train_digits.ipynb", "06_latent_space.ipynb", "07_likelihood.ipynb",
+            "08_posterior_collapse.ipynb", "09_gpu.ipynb", "backward_passes_solution.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", RUN, ids=lambda p: p.name)
