@@ -64,12 +64,25 @@ def one_thread():
     return controller().limit(limits=1, user_api="blas")
 
 
-def threads_for(model, rows):
-    """For evaluation: one thread for products under ``ALWAYS_ONE_BELOW`` multiply-adds, else no limit."""
+def fixed_choice(model, rows):
+    """The rule for a pass over ``rows`` examples: ``"one"`` thread, the library's ``"default"``, or None.
+
+    ``"default"`` on a GPU or with ``MINIVAE_BLAS_THREADS=default``; ``"one"``
+    with ``MINIVAE_BLAS_THREADS=1`` or for products under ``ALWAYS_ONE_BELOW``
+    multiply-adds; None for larger products, where the caller decides
+    (evaluation keeps the default, training measures).
+    """
     mode = setting()
-    if model.xp is not np or mode == "default" or (mode == "auto" and product_size(model, rows) >= ALWAYS_ONE_BELOW):
-        return contextlib.nullcontext()
-    return one_thread()
+    if model.xp is not np or mode == "default":
+        return "default"
+    if mode == "1" or product_size(model, rows) < ALWAYS_ONE_BELOW:
+        return "one"
+    return None
+
+
+def threads_for(model, rows):
+    """For evaluation: one thread where :func:`fixed_choice` says so, else no limit."""
+    return one_thread() if fixed_choice(model, rows) == "one" else contextlib.nullcontext()
 
 
 class StepThreads:
@@ -80,12 +93,7 @@ class StepThreads:
     """
 
     def __init__(self, model, batch_size):
-        mode = setting()
-        self.fixed = None  # None: measure each epoch
-        if model.xp is not np or mode == "default":
-            self.fixed = "default"  # a GPU has nothing to choose
-        elif mode == "1" or product_size(model, batch_size) < ALWAYS_ONE_BELOW:
-            self.fixed = "one"
+        self.fixed = fixed_choice(model, batch_size)  # None: measure each epoch
         self.choice, self.trials, self.times = "one", [], {"one": [], "default": []}
 
     def start_epoch(self, steps):
@@ -100,11 +108,11 @@ class StepThreads:
 
     @contextlib.contextmanager
     def step(self):
-        setting = self.trials.pop(0) if self.trials else self.choice
+        mode = self.trials.pop(0) if self.trials else self.choice
         start = time.perf_counter()
-        with one_thread() if setting == "one" else contextlib.nullcontext():
+        with one_thread() if mode == "one" else contextlib.nullcontext():
             yield
-        if setting in self.times and self.fixed is None and len(self.times[setting]) < TRIAL_STEPS:
-            self.times[setting].append(time.perf_counter() - start)
+        if self.fixed is None and len(self.times[mode]) < TRIAL_STEPS:
+            self.times[mode].append(time.perf_counter() - start)
             if all(len(t) == TRIAL_STEPS for t in self.times.values()):
                 self.choice = min(self.times, key=lambda k: statistics.median(self.times[k]))
