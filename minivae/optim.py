@@ -135,7 +135,11 @@ class SGD(Optimizer):
         if fused.enabled() and get_array_module(w) is np:
             one = w.dtype.type
             save = saved is not None
-            saved_w, saved_v = saved.buffers(("w", "v"), w) if save else (w, w)
+            if save:  # without momentum there is no v to save, and the kernel never reads saved_v
+                saved_w, *saved_v = saved.buffers(("w", "v") if self.momentum else ("w",), w)
+                saved_v = saved_v[0] if saved_v else saved_w
+            else:
+                saved_w = saved_v = w
             fused.sgd(w, dw, v, one(self.lr), one(self.momentum), saved_w, saved_v, save)
             if save:
                 saved.complete = True
