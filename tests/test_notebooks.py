@@ -1,23 +1,18 @@
 """Every notebook and exercise solution runs top to bottom; student versions are their solutions stripped."""
 
-import importlib.util
+import io
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+
+from exercise_notebooks import EXERCISES, SOLUTIONS, load_make_student
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-EXERCISES = NOTEBOOKS / "exercises"
-RUN = sorted(NOTEBOOKS.glob("*.ipynb")) + sorted(EXERCISES.glob("*_solution.ipynb"))
-
-
-def load_make_student():
-    spec = importlib.util.spec_from_file_location("make_student", EXERCISES / "make_student.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+RUN = sorted(NOTEBOOKS.glob("*.ipynb")) + SOLUTIONS
 
 
 def execute(nb, folder):
@@ -28,7 +23,7 @@ def test_the_notebooks_are_all_here():
     names = {p.name for p in RUN}
     assert {"00_autoencoder.ipynb", "01_elbo.ipynb", "02_reparameterization.ipynb", "03_backprop_by_hand.ipynb",
             "04_training_loop.ipynb", "05_train_digits.ipynb", "06_latent_space.ipynb", "07_likelihood.ipynb",
-            "08_posterior_collapse.ipynb", "09_gpu.ipynb", "backward_passes_solution.ipynb"} <= names
+            "08_posterior_collapse.ipynb", "09_gpu.ipynb", "01_backward_passes.ipynb", "07_find_the_bug.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", RUN, ids=lambda p: p.name)
@@ -38,31 +33,58 @@ def test_notebook_runs(path):
     execute(nb, path.parent)  # raises CellExecutionError if any cell fails or any check asserts
 
 
-@pytest.mark.parametrize("solution", sorted(EXERCISES.glob("*_solution.ipynb")), ids=lambda p: p.name)
-def test_student_version_is_the_solution_stripped(solution):
+def test_student_versions_are_the_solutions_stripped(tmp_path):
     make_student = load_make_student()
-    expected = make_student.student_version(nbformat.read(solution, as_version=4))
-    student = nbformat.read(make_student.student_path(solution), as_version=4)
-    assert [c.cell_type for c in student.cells] == [c.cell_type for c in expected.cells]
-    assert [c.source for c in student.cells] == [c.source for c in expected.cells]
-    assert not any(c.get("outputs") for c in student.cells if c.cell_type == "code")
-    sources = "\n".join(c.source for c in student.cells)
-    assert "BEGIN SOLUTION" not in sources and "raise NotImplementedError" in sources
+    assert make_student.write_all(target=tmp_path, out=io.StringIO()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in SOLUTIONS]
+    for solution in SOLUTIONS:
+        expected = nbformat.read(solution, as_version=4)
+        student = nbformat.read(tmp_path / solution.name, as_version=4)
+        assert [c.metadata.get("nbgrader") for c in student.cells] == [c.metadata.get("nbgrader") for c in expected.cells]
+        assert not any(c.get("outputs") for c in student.cells if c.cell_type == "code")
+        sources = "\n".join(c.source for c in student.cells)
+        assert "BEGIN SOLUTION" not in sources and "HIDDEN TESTS" not in sources
+        stubs = sum(c.metadata["nbgrader"]["solution"] for c in student.cells)
+        assert sources.count("raise NotImplementedError()") == stubs > 0
+
+
+def test_the_committed_student_folder_holds_every_exercise():
+    # names only: a learner may have filled these in, and that must not fail the tests
+    assert sorted(p.name for p in (EXERCISES / "student").glob("*.ipynb")) == [p.name for p in SOLUTIONS]
+
+
+def test_regenerating_never_overwrites_a_learners_answers(tmp_path):
+    make_student = load_make_student()
+    quiet = io.StringIO()
+    make_student.write_all(target=tmp_path, out=quiet)
+    mine = tmp_path / SOLUTIONS[0].name
+    nb = nbformat.read(mine, as_version=4)
+    nb.cells[-1].source += "\n# my notes"
+    nbformat.write(nb, mine)
+    answered = mine.read_bytes()
+    assert make_student.write_all(target=tmp_path, out=quiet) == [mine]
+    assert mine.read_bytes() == answered
+    assert make_student.write_all(target=tmp_path, check=True, out=quiet) == [mine]
+    assert make_student.write_all(target=tmp_path, force=True, out=quiet) == []
+    assert mine.read_bytes() != answered
+    assert make_student.write_all(target=tmp_path, check=True, out=quiet) == []
+
+
+def test_the_generator_refuses_as_a_command_and_says_why(tmp_path):
+    make_student = load_make_student()
+    make_student.write_all(target=tmp_path, out=io.StringIO())
+    (tmp_path / SOLUTIONS[0].name).write_text("my answers")
+    done = subprocess.run([sys.executable, str(EXERCISES / "make_student.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "kept it" in done.stdout and "--force" in done.stdout
+    assert (tmp_path / SOLUTIONS[0].name).read_text() == "my answers"
 
 
 def test_strip_solutions_keeps_indentation_and_the_rest():
     strip = load_make_student().strip_solutions
     source = "def f(x):\n    ### BEGIN SOLUTION\n    y = x + 1\n    ### END SOLUTION\n    return y"
-    assert strip(source) == "def f(x):\n    raise NotImplementedError\n    return y"
-    with pytest.raises(ValueError, match="without"):
-        strip("### BEGIN SOLUTION\nx = 1")
-
-
-def test_the_exercise_checks_catch_a_wrong_answer():
-    path = EXERCISES / "backward_passes_solution.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    wrong = [c for c in nb.cells if "dy * (1 - y**2)" in c.source]
-    assert len(wrong) == 1
-    wrong[0].source = wrong[0].source.replace("dy * (1 - y**2)", "dy * (1 - y)")  # a plausible mistake
-    with pytest.raises(CellExecutionError, match="tanh dx does not match finite differences"):
-        execute(nb, path.parent)
+    assert strip(source) == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n    return y"
+    assert strip("check(1)\n### BEGIN HIDDEN TESTS\ncheck(2)\n### END HIDDEN TESTS") == "check(1)"
+    for bad in ("### BEGIN SOLUTION\nx = 1", "### END SOLUTION", "### BEGIN SOLUTION\n### BEGIN HIDDEN TESTS"):
+        with pytest.raises(ValueError):
+            strip(bad)

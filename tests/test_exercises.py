@@ -1,0 +1,383 @@
+"""The exercise checker: right answers always pass, every known mistake fails with its own message.
+
+The right answers the checker compares with are proved here independently:
+gradients against float64 finite differences, values against the library or
+against a property (a probability sums to 1, an importance weight under the
+exact posterior is exactly p(x)). The learner's side is played by the
+solution notebooks' own functions.
+"""
+
+import math
+import statistics
+
+import nbformat
+import numpy as np
+import pytest
+
+from minivae import VAE, losses
+from minivae.exercises import PARTS, ExerciseFailed, PlantedBugModel, check, norm_error
+from minivae.exercises.assembly import reference
+from minivae.exercises.checking import check as check_part
+from minivae.exercises.checking import stream
+from minivae.exercises.training import adam, reference_train, reference_update, tiny_problem
+from minivae.gradcheck import numerical_gradient
+from minivae.optim import SGD, Adam
+
+from exercise_notebooks import SOLUTIONS, solved_functions
+
+SOLVED = solved_functions()
+ARRAY_PARTS = [name for name, part in PARTS.items() if part.trial is None]
+
+
+def case_of(name, seed=0):
+    return PARTS[name].make_case(stream(name, seed))
+
+
+def answer(name, case):
+    return PARTS[name].answer(case)
+
+
+# ---------------------------------------------------------------- the right answers are right
+def fd_targets(name, c):
+    """``(output index, scalar f, array it is differentiated with respect to)`` for each gradient part."""
+    if name == "dense_backward":
+        b = np.zeros(c["dy"].shape[1])
+        L = lambda: ((c["x"] @ c["W"] + b) * c["dy"]).sum()
+        return [(0, L, c["x"]), (1, L, c["W"]), (2, L, b)]
+    if name == "tanh_backward":
+        x = np.arctanh(c["y"])
+        return [(0, lambda: (np.tanh(x) * c["dy"]).sum(), x)]
+    if name == "sample_backward":
+        mu = np.zeros_like(c["logvar"])
+        L = lambda: ((mu + np.exp(c["logvar"] / 2) * c["eps"]) * c["dz"]).sum()
+        return [(0, L, mu), (1, L, c["logvar"])]
+    if name == "bce_backward":
+        return [(0, lambda: (np.logaddexp(0, c["logits"]) - c["x"] * c["logits"]).sum(), c["logits"])]
+    if name == "kl_backward":
+        L = lambda: 0.5 * (c["mu"] ** 2 + np.exp(c["logvar"]) - c["logvar"] - 1).sum()
+        return [(0, L, c["mu"]), (1, L, c["logvar"])]
+    if name == "pathwise_gradient":
+        L = lambda: c["f"](c["mu"] + np.exp(c["logvar"] / 2) * c["eps"]).mean(axis=0).sum()
+        return [(0, L, c["mu"]), (1, L, c["logvar"])]
+    if name == "binomial_backward":
+        return [(0, lambda: -answer("binomial_log_prob", c)[0].sum(), c["logits"])]
+    if name == "gaussian_backward":
+        L = lambda: -answer("gaussian_log_prob", c)[0].sum()
+        return [(0, L, c["mean"]), (1, L, c["logvar"])]
+    if name == "heads_backward":
+        L = lambda: (c["dmu"] * (c["h"] @ c["W_mu"])).sum() + (c["dlogvar"] * (c["h"] @ c["W_logvar"])).sum()
+        return [(0, L, c["h"]), (1, L, c["W_mu"]), (2, L, c["W_logvar"])]
+    if name == "vae_backward":
+        L = lambda: reference(c["params"], c["x"], c["eps"])[0]
+        return [(i, L, c["params"][p]) for i, p in enumerate(PARTS[name].outputs)]
+    return []
+
+
+GRADIENT_PARTS = [name for name in ARRAY_PARTS if fd_targets(name, case_of(name))]
+
+
+def test_every_gradient_part_is_proved_by_finite_differences():
+    assert set(GRADIENT_PARTS) == {"dense_backward", "tanh_backward", "sample_backward", "bce_backward",
+                                   "kl_backward", "pathwise_gradient", "binomial_backward", "gaussian_backward",
+                                   "heads_backward", "vae_backward"}
+
+
+@pytest.mark.parametrize("name", GRADIENT_PARTS)
+def test_the_right_gradient_equals_finite_differences(name):
+    for seed in range(10):
+        c = case_of(name, seed)
+        right = answer(name, c)
+        for i, f, wrt in fd_targets(name, c):
+            assert norm_error(right[i], numerical_gradient(f, wrt, h=1e-4, order=4)) < 1e-8, (name, seed, i)
+
+
+def test_the_vae_written_out_equals_the_library_model():
+    for seed in range(5):
+        c = case_of("vae_backward", seed)
+        n, d = c["x"].shape
+        h, k = c["params"]["encoder.0.W"].shape[1], c["eps"].shape[1]
+        model = VAE(d, hidden_dims=(h,), latent_dim=k, activation="tanh", dtype="float64", seed=0)
+        for name, value in c["params"].items():
+            model.params[name][...] = value
+        loss, grads = model.loss_and_grads(c["x"], c["eps"])
+        mine_loss, mine = reference(c["params"], c["x"], c["eps"])
+        assert mine_loss == pytest.approx(loss, rel=1e-12)
+        for name in grads:
+            assert norm_error(mine[name], grads[name]) < 1e-12
+
+
+def test_the_right_values_equal_the_library_and_are_probabilities():
+    for seed in range(10):
+        c = case_of("bernoulli_log_prob", seed)
+        np.testing.assert_allclose(answer("bernoulli_log_prob", c)[0], -losses.bernoulli_nll(c["logits"], c["x"])[0],
+                                   rtol=1e-12)
+        c = case_of("binomial_log_prob", seed)
+        lib = -losses.binomial_nll(c["logits"], c["k"] / c["n"], c["n"])[0]
+        np.testing.assert_allclose(answer("binomial_log_prob", c)[0], lib, rtol=1e-10)
+        c = case_of("gaussian_log_prob", seed)
+        np.testing.assert_allclose(answer("gaussian_log_prob", c)[0],
+                                   -losses.gaussian_nll_learned(c["x"], c["mean"], c["logvar"])[0], rtol=1e-12)
+    # a binomial pixel's probabilities over k = 0..n sum to 1
+    for n in (1, 7, 16):
+        ks = np.arange(n + 1, dtype=np.float64)[:, None]
+        c = {"logits": np.full_like(ks, 0.7), "k": ks, "n": n}
+        assert np.exp(answer("binomial_log_prob", c)[0]).sum() == pytest.approx(1, abs=1e-12)
+
+
+def test_the_standard_error_is_the_textbook_one():
+    for seed in range(10):
+        c = case_of("standard_error", seed)
+        want = [statistics.stdev(col) / math.sqrt(len(col)) for col in c["samples"].T.tolist()]
+        np.testing.assert_allclose(answer("standard_error", c)[0], want, rtol=1e-12)
+
+
+def test_the_sample_has_the_variance_exp_logvar():
+    rng = np.random.default_rng(0)
+    mu, logvar = np.array([0.5, -1.0]), np.array([1.2, -0.7])
+    z = answer("sample_z", {"mu": mu, "logvar": logvar, "eps": rng.standard_normal((200_000, 2))})[0]
+    sq = (z - mu) ** 2
+    se = sq.std(axis=0, ddof=1) / math.sqrt(len(sq))
+    assert (np.abs(sq.mean(axis=0) - np.exp(logvar)) < 4 * se).all()
+
+
+def test_the_score_function_estimator_is_unbiased():
+    # f(z) = z^2: E f = mu^2 + sigma^2, so d/dmu = 2 mu and d/dlogvar = sigma^2
+    rng = np.random.default_rng(1)
+    mu, logvar = np.array([0.8, -0.3]), np.array([-0.5, 0.4])
+    eps = rng.standard_normal((400_000, 2))
+    per_sample = [answer("score_function_gradient", {"f": np.square, "mu": mu, "logvar": logvar, "eps": eps[i:i + 1]})
+                  for i in range(0, 2000)]  # one-sample estimates, for the spread
+    g = answer("score_function_gradient", {"f": np.square, "mu": mu, "logvar": logvar, "eps": eps})
+    for j, exact in enumerate((2 * mu, np.exp(logvar))):
+        se = np.array([p[j] for p in per_sample]).std(axis=0, ddof=1) / math.sqrt(len(eps))
+        assert (np.abs(g[j] - exact) < 4 * se).all()
+
+
+def test_the_update_rules_equal_the_library_optimisers():
+    rng = np.random.default_rng(2)
+    w0, steps = rng.standard_normal(50), [rng.standard_normal(50) for _ in range(20)]
+    lib_w, lib = w0.copy(), Adam(lr=0.01, betas=(0.8, 0.99), eps=1e-6)
+    w, m, v = w0.copy(), np.zeros(50), np.zeros(50)
+    for t, dw in enumerate(steps, start=1):
+        lib.step(lib_w, dw)
+        w, m, v = adam(w, dw, m, v, t, 0.01, 0.8, 0.99, 1e-6)
+    np.testing.assert_allclose(w, lib_w, rtol=1e-12)
+    lib_w, lib = w0.copy(), SGD(lr=0.05, momentum=0.7)
+    w, v = w0.copy(), np.zeros(50)
+    for dw in steps:
+        lib.step(lib_w, dw)
+        w, v = PARTS["sgd_momentum_step"].answer({"w": w, "dw": dw, "v": v, "lr": 0.05, "momentum": 0.7})
+    np.testing.assert_allclose(w, lib_w, rtol=1e-12)
+
+
+def test_the_reference_loop_overfits_a_tiny_batch():
+    model, x = tiny_problem(3)
+    losses_ = reference_train(model, x, 300, 0.01, reference_update)
+    assert np.mean(losses_[-50:]) < 0.5 * np.mean(losses_[:5])
+
+
+def test_importance_weights_under_the_exact_posterior_are_exactly_p_of_x():
+    # with one latent dimension the exact posterior is a diagonal Gaussian, so every weight equals p(x)
+    for seed in range(5):
+        c = case_of("log_weights", seed)
+        W = c["W"][:, :1]
+        post_var = 1 / (1 + W[:, 0] @ W[:, 0] / c["noise_var"])
+        post_mean = post_var * W[:, 0] @ (c["x"] - c["b"]) / c["noise_var"]
+        z = post_mean + math.sqrt(post_var) * np.random.default_rng(seed).standard_normal((7, 1))
+        c = {**c, "W": W, "z": z, "mu": np.array([post_mean]), "logvar": np.array([math.log(post_var)])}
+        exact = answer("exact_log_likelihood", c)[0]
+        np.testing.assert_allclose(answer("log_weights", c)[0], exact, rtol=1e-10)
+        assert answer("iw_estimate", {"log_w": answer("log_weights", c)[0]})[0] == pytest.approx(exact, rel=1e-10)
+
+
+def test_the_log_sum_exps_equal_numpys():
+    for seed in range(10):
+        c = case_of("streaming_logsumexp", seed)
+        assert answer("streaming_logsumexp", c)[0] == pytest.approx(np.logaddexp.reduce(np.concatenate(c["chunks"])))
+        c = case_of("iw_estimate", seed)
+        want = np.logaddexp.reduce(c["log_w"]) - math.log(len(c["log_w"]))
+        assert answer("iw_estimate", c)[0] == pytest.approx(want)
+
+
+# ---------------------------------------------------------------- never a false fail
+@pytest.mark.parametrize("name", list(PARTS))
+def test_a_right_answer_passes_a_thousand_random_cases(name):
+    assert check_part(PARTS[name], SOLVED[name], seed=20261125, draws=1000, quiet=True) < 1e-6
+
+
+def test_the_checks_do_not_depend_on_what_ran_before():
+    first = case_of("dense_backward", 0)
+    np.random.default_rng(0).standard_normal(100)  # whatever else the notebook draws
+    np.random.seed(5)
+    again = case_of("dense_backward", 0)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+
+
+# ---------------------------------------------------------------- every known mistake is named
+CATALOGUE = [(name, m) for name, part in PARTS.items() for m in part.mistakes]
+
+
+def test_the_catalogue_is_large_enough():
+    assert len(CATALOGUE) >= 40
+
+
+@pytest.mark.parametrize("name, mistake", CATALOGUE, ids=[f"{n}-{m.name}" for n, m in CATALOGUE])
+def test_a_known_mistake_fails_with_its_message(name, mistake):
+    part = PARTS[name]
+
+    def wrong(*args):
+        return mistake.answer(dict(zip(part.args, args)))[0 if len(part.outputs) == 1 else slice(None)]
+
+    for seed in range(100):
+        with pytest.raises(ExerciseFailed) as failed:
+            check(name, wrong, seed=seed, draws=1, quiet=True)
+        assert mistake.message in str(failed.value), (seed, str(failed.value))
+
+
+def fresh_eps_backward(dz, logvar, eps):
+    eps = np.random.standard_normal(eps.shape)  # the mistake: new noise in backward
+    return dz, dz * eps * np.exp(logvar / 2) / 2
+
+
+def in_place_tanh(dy, y):
+    dy *= 1 - y**2
+    return dy
+
+
+def naive_logsumexp(chunks):
+    with np.errstate(over="ignore", divide="ignore"):
+        return np.log(sum(np.exp(c).sum() for c in chunks))
+
+
+def naive_bernoulli(logits, x):
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        p = 1 / (1 + np.exp(-logits))
+        return (x * np.log(p) + (1 - x) * np.log(1 - p)).sum(axis=1)
+
+
+def unwritten(*args):
+    raise NotImplementedError
+
+
+COMMON = [
+    ("kl_backward", lambda mu, lv: (-mu, (np.exp(lv) - 1) / 2), "dmu is wrong: it has the wrong sign"),
+    ("kl_backward", lambda mu, lv: (2 * mu, (np.exp(lv) - 1) / 2), "off by a factor of 2"),
+    ("dense_backward", lambda dy, x, W: (dy @ W.T, dy.T @ x, dy.sum(0)), "the transpose of"),
+    ("vae_backward", lambda p, x, e: reference(p, x, e, mean=False)[1], "a missing 1/N"),
+    ("heads_backward", lambda dmu, dlv, h, Wm, Wl: (dmu @ Wm.T / len(h) + dlv @ Wl.T / len(h), h.T @ dmu, h.T @ dlv),
+     "an extra 1/N"),
+    ("sample_backward", fresh_eps_backward, "draws fresh random numbers"),
+    ("tanh_backward", in_place_tanh, "changed its input 'dy' in place"),
+    ("streaming_logsumexp", naive_logsumexp, "without the max shift"),
+    ("bernoulli_log_prob", naive_bernoulli, "log(sigmoid(l))"),
+    ("dense_backward", unwritten, "not written yet"),
+    ("dense_backward", lambda dy, x, W: (dy @ W.T, x.T @ dy), "should return 3 things"),
+    ("gaussian_log_prob", lambda x, m, lv: np.zeros(100), "its shape is (100,)"),
+]
+
+
+@pytest.mark.parametrize("name, wrong, message", COMMON, ids=[f"{c[0]}-{c[2][:24]}" for c in COMMON])
+def test_a_common_mistake_is_named(name, wrong, message):
+    with pytest.raises(ExerciseFailed, match=None) as failed:
+        check(name, wrong, draws=30, quiet=True)
+    assert message in str(failed.value), str(failed.value)
+
+
+def test_a_training_loop_that_rebinds_the_parameters_is_told_so():
+    def train(model, x, steps, lr, update):
+        moments = {n: (np.zeros_like(p), np.zeros_like(p)) for n, p in model.params.items()}
+        out = []
+        for t in range(1, steps + 1):
+            loss, grads = model.loss_and_grads(x)
+            for n, p in model.params.items():
+                model.params[n], *_ = update(p, grads[n], *moments[n], t, lr, 0.9, 0.999, 1e-8)
+            out.append(loss)
+        return out
+
+    with pytest.raises(ExerciseFailed, match=r"p\[\.\.\.\] = new"):
+        check("train", train, quiet=True)
+
+
+def test_finite_differences_that_forget_to_restore_or_lean_one_way_are_told_so():
+    def no_restore(loss, params, h=1e-5):
+        out = {}
+        for name, p in params.items():
+            g = np.zeros_like(p)
+            for i in np.ndindex(p.shape):
+                old = p[i]
+                p[i] = old + h
+                up = loss()
+                p[i] = old - h
+                g[i] = (up - loss()) / (2 * h)
+            out[name] = g
+        return out
+
+    def one_sided(loss, params, h=1e-5):
+        out = {}
+        for name, p in params.items():
+            g = np.zeros_like(p)
+            for i in np.ndindex(p.shape):
+                old = p[i]
+                base = loss()
+                p[i] = old + h
+                g[i] = (loss() - base) / h
+                p[i] = old
+            out[name] = g
+        return out
+
+    with pytest.raises(ExerciseFailed, match="restore each entry"):
+        check("finite_differences", no_restore, quiet=True)
+    with pytest.raises(ExerciseFailed, match="one-sided"):
+        check("finite_differences", one_sided, quiet=True)
+
+
+def test_a_bug_finder_with_too_tight_a_threshold_is_told_so():
+    def tight(model):
+        numeric = SOLVED["finite_differences"](model.loss, model.params)
+        errors = {n: norm_error(g, numeric[n]) for n, g in model.grads().items()}
+        worst = max(errors, key=errors.get)
+        return worst if errors[worst] > 1e-14 else None
+
+    with pytest.raises(ExerciseFailed, match="gradients are all right"):
+        check("find_bug", tight, draws=40, quiet=True)
+
+
+def test_the_planted_bugs_are_found_by_a_gradient_check_and_vary_with_the_seed():
+    planted = [PlantedBugModel(seed).planted() for seed in range(60)]
+    assert None in planted and len(set(planted)) >= 8
+    assert all(SOLVED["find_bug"](PlantedBugModel(seed)) == planted[seed] for seed in range(20))
+
+
+def test_an_unknown_part_is_named():
+    with pytest.raises(KeyError, match="no exercise part named 'dense'"):
+        check("dense", lambda: None)
+
+
+# ---------------------------------------------------------------- the notebooks carry it
+def test_the_track_has_six_notebooks_and_every_part_once():
+    graded = {}
+    for path in SOLUTIONS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if meta.get("grade"):
+                name = meta["grade_id"].removeprefix("test_")
+                assert name not in graded, f"{name} is graded twice"
+                graded[name] = (path.name, meta["points"])
+                assert f'check("{name}", {name})' in cell.source and "BEGIN HIDDEN TESTS" in cell.source
+    assert len(SOLUTIONS) >= 6 and len(graded) >= 25
+    assert set(graded) == set(PARTS)
+    assert all(points == PARTS[name].points for name, (_, points) in graded.items())
+    assert all(PARTS[name].lesson == path[:-len(".ipynb")] for name, (path, _) in graded.items())
+
+
+def test_every_solution_is_in_a_solution_cell_and_every_test_is_locked():
+    for path in SOLUTIONS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            meta = cell.metadata.get("nbgrader")
+            assert meta and meta.get("grade_id"), f"{path.name}: a cell without nbgrader metadata"
+            if "### BEGIN SOLUTION" in cell.source:
+                assert meta["solution"] and not meta["grade"] and not meta["locked"]
+            elif meta["grade"]:
+                assert meta["locked"] and meta["points"] > 0
+            else:
+                assert meta["locked"], f"{path.name}: {meta['grade_id']} should be read-only"
