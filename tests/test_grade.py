@@ -1,0 +1,148 @@
+"""Grading: ``python -m minivae.grade`` for self-study, and the real nbgrader's generate and autograde steps."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from minivae import grade
+
+from exercise_notebooks import EXERCISES, SOLUTIONS, load_make_student
+
+BACKWARD = EXERCISES / "solutions" / "01_backward_passes.ipynb"
+WRONG_TANH = ("    return dy - dy * y * y   # d tanh(x)/dx = 1 - tanh(x)^2 = 1 - y^2", "    return dy * (1 - y)")
+
+
+def solution_sources(path):
+    """grade_id -> source of each solution cell."""
+    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in nbformat.read(path, as_version=4).cells
+            if c.metadata.get("nbgrader", {}).get("solution")}
+
+
+def half_done(tmp_path):
+    """The student version of exercise 1 with dense_backward and kl_backward solved and tanh_backward wrong."""
+    nb = load_make_student().student_version(nbformat.read(BACKWARD, as_version=4))
+    solved = solution_sources(BACKWARD)
+    for cell in nb.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in ("dense_backward", "kl_backward"):
+            cell.source = solved[gid]
+        elif gid == "tanh_backward":
+            cell.source = solved[gid].replace(*WRONG_TANH)
+    path = tmp_path / "01_backward_passes.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def run_grade(*args):
+    return subprocess.run([sys.executable, "-m", "minivae.grade", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_a_solution_gets_full_marks():
+    done = run_grade(BACKWARD)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1].split() == ["total", "5", "/", "5"]
+
+
+def test_a_half_done_notebook_is_scored_part_by_part(tmp_path):
+    path = half_done(tmp_path)
+    before = path.read_bytes()
+    done = run_grade(path)
+    assert done.returncode == 1
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert "1 / 1" in rows["dense_backward"] and "1 / 1" in rows["kl_backward"]
+    assert "0 / 1" in rows["tanh_backward"] and "tanh'(x) was written as 1 - y" in rows["tanh_backward"]
+    assert "0 / 1" in rows["sample_backward"] and "not written yet" in rows["sample_backward"]
+    assert rows["total"].split()[1:] == ["2", "/", "5"]
+    assert path.read_bytes() == before, "grading must not change the learner's file"
+
+
+def test_a_cell_past_the_time_limit_loses_its_part_and_grading_goes_on(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    meta = lambda gid: {"nbgrader": {"grade": True, "solution": False, "locked": True, "points": 1, "grade_id": gid,
+                                     "schema_version": 3}}
+    nb.cells = [nbformat.v4.new_code_cell("while True:\n    pass", metadata=meta("forever")),
+                nbformat.v4.new_code_cell("assert 1 + 1 == 2", metadata=meta("quick"))]
+    path = tmp_path / "slow.ipynb"
+    nbformat.write(nb, path)
+    done = run_grade(path, "--timeout", "5")
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert "0 / 1" in rows["forever"] and "time limit" in rows["forever"]
+    assert "1 / 1" in rows["quick"]
+
+
+def test_what_cannot_be_graded_is_one_line(tmp_path):
+    plain = tmp_path / "plain.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), plain)
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text("{not json")
+    for path, message in ((plain, "no graded parts"), (broken, "cannot read"), (tmp_path / "none.ipynb", "cannot read")):
+        done = run_grade(path)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_table_adds_up():
+    scores = [grade.PartScore("a", 1, 1, ""), grade.PartScore("bb", 2, 0, "ExerciseFailed: wrong")]
+    text = grade.table(scores)
+    assert text.splitlines()[-1].split() == ["total", "1", "/", "3"] and "ExerciseFailed: wrong" in text
+
+
+# ---------------------------------------------------------------- the real nbgrader
+def nbgrader(course, *args):
+    # nbgrader runs its database migrations with the ``alembic`` command, installed beside this Python
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, capture_output=True, text=True,
+                          timeout=900, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_nbgrader_generates_the_assignment_and_autogrades_it(tmp_path):
+    pytest.importorskip("nbgrader", reason="nbgrader is part of the test extra: pip install -e '.[test]'")
+    from nbgrader.api import Gradebook
+
+    course = tmp_path / "course"
+    source = course / "source" / "exercises"
+    source.mkdir(parents=True)
+    for path in SOLUTIONS:
+        shutil.copy(path, source)
+    (course / "nbgrader_config.py").write_text(
+        "c = get_config()\n"
+        "c.CourseDirectory.course_id = 'minivae'\n"
+        "c.CourseDirectory.db_assignments = [dict(name='exercises')]\n"
+        "c.CourseDirectory.db_students = [dict(id='solved'), dict(id='planted')]\n"
+        "c.ExecutePreprocessor.timeout = 300\n")
+    nbgrader(course, "generate_assignment", "exercises", "--force")
+
+    # the release has no solutions and no hidden tests
+    for path in SOLUTIONS:
+        text = (course / "release" / "exercises" / path.name).read_text()
+        assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and "raise NotImplementedError()" in text
+
+    # two submissions: the solutions, and the solutions with one planted wrong answer
+    for student in ("solved", "planted"):
+        shutil.copytree(source, course / "submitted" / student / "exercises")
+    planted = course / "submitted" / "planted" / "exercises" / BACKWARD.name
+    nb = nbformat.read(planted, as_version=4)
+    [cell] = [c for c in nb.cells if WRONG_TANH[0] in c.source]
+    cell.source = cell.source.replace(*WRONG_TANH)
+    nbformat.write(nb, planted)
+    nbgrader(course, "autograde", "exercises", "--force")
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        def grades(student):
+            out = {}
+            for path in SOLUTIONS:
+                sub = gb.find_submission_notebook(path.stem, "exercises", student)
+                out.update({g.name: (g.score, g.max_score) for g in sub.grades})
+            return out
+
+        solved, planted_grades = grades("solved"), grades("planted")
+    assert len(solved) >= 25 and all(score == most for score, most in solved.values())
+    lost = {name for name, (score, most) in planted_grades.items() if score != most}
+    assert lost == {"test_tanh_backward"}
+    assert planted_grades["test_tanh_backward"][0] == 0
