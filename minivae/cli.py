@@ -101,7 +101,8 @@ def cmd_train(args):
     try:
         model.fit(x, epochs=epochs, batch_size=batch_size, lr=args.lr, validation=x_test,
                   progress=not args.no_progress, binarize=args.binarize, warmup_epochs=args.warmup_epochs,
-                  free_bits=args.free_bits)
+                  free_bits=args.free_bits, objective="elbo" if args.iwae is None else "iwae",
+                  n_samples=1 if args.iwae is None else args.iwae)
     except DivergedError as err:
         save_checkpoint(model, out)
         print(f"error: {err}. The last good model is saved in {out / 'model.npz'}; continue it with --resume "
@@ -115,8 +116,8 @@ def cmd_train(args):
         print(f"training stopped by {model.stopped_by_} after {trained} of {epochs} epochs"
               + (" and part of the next" if model.partial_epoch_ else "")
               + f"; saved every completed step in {out / 'model.npz'}, which resumes exactly: "
-              f"python -m minivae train --resume {out / 'model.npz'} --out {out} --epochs {left} "
-              "(with the same data and batch size)", file=sys.stderr)
+              f"python -m minivae train --resume {out / 'model.npz'} --out {out} --epochs {left}"
+              + ("" if args.iwae is None else f" --iwae {args.iwae}") + " (with the same data and batch size)", file=sys.stderr)
         return 128 + signal.Signals[model.stopped_by_].value
     save_checkpoint(model, out)
     if model.history_:
@@ -210,6 +211,8 @@ def build_parser():
     train.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (default: 1.0)")
     train.add_argument("--warmup-epochs", type=int, default=0, help="KL warm-up: epochs for the KL weight to reach beta")
     train.add_argument("--free-bits", type=float, default=0.0, help="per-dimension KL floor in nats (default: 0)")
+    train.add_argument("--iwae", type=int, metavar="K",
+                       help="train on the K-sample importance-weighted bound (Burda et al. 2016) instead of the ELBO")
     train.add_argument("--binarize", choices=("dynamic",), help="dynamic: redraw binary pixels ~ Bernoulli(x) at every use")
     train.add_argument("--backend", choices=("numpy", "cupy", "auto"), help="array backend (default: $MINIVAE_BACKEND or numpy)")
     train.add_argument("--seed", type=int, default=0)

@@ -9,7 +9,7 @@ from .backend import get_array_module, name_of, resolve, to_backend
 from .layers import ACTIVATIONS, Dense, GaussianSample
 from .likelihoods import NAMES as LIKELIHOODS
 from .likelihoods import make as make_likelihood
-from .losses import kl_per_dimension
+from .losses import LOG_2PI, kl_per_dimension
 from .validation import as_batch, check_choice, check_positive, check_seed
 
 DTYPES = ("float32", "float64")
@@ -259,6 +259,56 @@ class VAE:
         self._encode_backward(dmu, dlogvar)
         return loss, rec_mean, kl_mean
 
+    def _iwae_forward_backward(self, x, eps):
+        """The K-sample importance-weighted bound (Burda et al., 2016) over a checked batch; fills ``flat_grads``.
+
+        ``eps`` is (K, N, L). Returns ``(loss, rec, kl)``: ``loss`` is minus the
+        batch mean of ``log (1/K) sum_k w_k`` with
+        ``log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)``; ``rec`` and ``kl``
+        are the sample means of ``-log p(x|z_k)`` and ``log q(z_k|x) - log p(z_k)``,
+        for reporting. At K = 1 the loss is the ELBO with its KL estimated by
+        the same sample (in expectation, the ELBO with the exact KL).
+
+        Notes
+        -----
+        ``d/dtheta log (1/K) sum_k w_k = sum_k wt_k d/dtheta log w_k`` with the
+        normalised weights ``wt_k = w_k / sum_j w_j``: each sample's ELBO-like
+        gradient, weighted by how well it explains ``x``. Per sample, with
+        ``z = mu + sigma * eps``:
+
+        - ``-log p(z) = (z^2 + log 2 pi) / 2`` gives ``dz += z``;
+        - ``log q(z|x) = -(logvar + eps^2 + log 2 pi) / 2`` (as ``(z - mu) / sigma = eps``)
+          depends on ``mu`` not at all and on ``logvar`` directly with ``-1/2``.
+        """
+        xp = self.xp
+        K, N, L = eps.shape
+        mu, logvar = self._encode(x)  # (N, L) each
+        z = self._sampler.forward(mu[None], logvar[None], eps)  # (K, N, L)
+        out, dec_logvar = self._decode(z.reshape(K * N, L))  # row k N + n is example n
+        rec, dout, ddec_logvar = self._nll(xp.concatenate([x] * K), out, dec_logvar)  # (K N,), (K N, D)
+        rec = rec.reshape(K, N)
+        log_pz = -0.5 * ((z * z).sum(axis=2) + L * LOG_2PI)  # (K, N)
+        log_qz = -0.5 * ((logvar[None] + eps * eps).sum(axis=2) + L * LOG_2PI)  # (K, N)
+        log_w = -rec + log_pz - log_qz
+        m = log_w.max(axis=0)  # (N,) shift for the log-sum-exp
+        w = xp.exp(log_w - m)
+        total = w.sum(axis=0)
+        bound = m + xp.log(total) - math.log(K)  # log (1/K) sum_k w_k, (N,)
+        loss = -float(bound.mean())
+
+        # backward: d loss / d(-log w_kn) = wt_kn / N, the normalised weight and the batch mean
+        g = w / total / N  # (K, N)
+        gz = g.reshape(K * N, 1)
+        dout *= gz
+        if ddec_logvar is not None:
+            ddec_logvar *= gz
+        dz = self._decode_backward(dout, ddec_logvar).reshape(K, N, L)
+        dz += g[:, :, None] * z  # d(-log p(z))/dz = z
+        dmu, dlogvar = self._sampler.backward(dz)  # dz/dmu = 1, dz/dlogvar = eps sigma / 2
+        dlogvar -= 0.5 * g[:, :, None]  # d(log q)/dlogvar = -1/2, directly
+        self._encode_backward(dmu.sum(axis=0), dlogvar.sum(axis=0))  # the K samples share one encoder pass
+        return loss, float(rec.mean()), float((log_qz - log_pz).mean())
+
     # ------------------------------------------------------------------ checked inputs
     def _batch(self, x, name="x"):
         a = as_batch(x, self.xp, self.dtype, self.input_dim, name=name, unit_interval=self.likelihood_.unit_interval,
@@ -286,7 +336,7 @@ class VAE:
         return self.xp.asarray(rng.standard_normal(shape, dtype=self.dtype))
 
     # ------------------------------------------------------------------ public API
-    def loss_and_grads(self, x, eps=None, kl_weight=None, free_bits=0.0):
+    def loss_and_grads(self, x, eps=None, kl_weight=None, free_bits=0.0, objective="elbo", n_samples=1):
         """The training loss and its gradient with respect to every parameter.
 
         Parameters
@@ -294,26 +344,63 @@ class VAE:
         x : (N, D) array
         eps : (N, K) array, optional
             Freezes the noise of ``z = mu + sigma * eps`` (for gradient checks);
-            drawn from the model's generator when omitted.
+            drawn from the model's generator when omitted. For ``"iwae"``,
+            ``(n_samples, N, K)``.
         kl_weight : float, optional
             Weight of the KL term, a finite number >= 0 (default ``beta``;
             KL warm-up lowers it).
         free_bits : float
             Per-dimension floor on the batch-mean KL, >= 0 (see :meth:`fit`).
+        objective : {"elbo", "iwae"}
+            ``"iwae"``: minus the ``n_samples``-sample importance-weighted bound
+            (Burda et al., 2016), tighter than the ELBO as ``n_samples`` grows;
+            ``kl_weight``, ``free_bits`` and ``beta != 1`` do not apply to it.
+        n_samples : int
+            Samples of ``z`` per example for ``"iwae"``.
 
         Returns
         -------
         loss : float
-            Batch mean of the negative ELBO in nats, KL weighted by ``beta``.
+            Batch mean of the negative ELBO in nats, KL weighted by ``beta``
+            (or of minus the importance-weighted bound).
         grads : dict
             Same keys and shapes as ``params``; fresh copies.
         """
         if kl_weight is not None:
             kl_weight = check_positive("kl_weight", kl_weight, allow_zero=True)
         free_bits = check_positive("free_bits", free_bits, allow_zero=True)
+        K = self.check_objective(objective, n_samples, kl_weight=kl_weight, free_bits=free_bits)
         x = self._batch(x)
-        loss, _, _ = self._forward_backward(x, self._eps(eps, x.shape[0]), kl_weight, free_bits)
+        if objective == "iwae":
+            loss, _, _ = self._iwae_forward_backward(x, self._samples_eps(eps, K, x.shape[0]))
+        else:
+            loss, _, _ = self._forward_backward(x, self._eps(eps, x.shape[0]), kl_weight, free_bits)
         return loss, {name: g.copy() for name, g in self._grads.items()}
+
+    def check_objective(self, objective, n_samples, kl_weight=None, free_bits=0.0, warmup_epochs=0):
+        """Check a training objective and its options; returns ``n_samples`` as an int."""
+        check_choice("objective", objective, ("elbo", "iwae"))
+        K = check_positive("n_samples", n_samples, integer=True)
+        if objective == "elbo" and K != 1:
+            raise ValueError(f"n_samples={K} is the importance-weighted bound's; pass objective='iwae' with it")
+        if objective == "iwae":
+            if self.beta != 1:
+                raise ValueError(f"the importance-weighted bound has no KL term for beta={self.beta} to weight; "
+                                 "train it with beta=1")
+            if kl_weight is not None or free_bits or warmup_epochs:
+                raise ValueError("KL warm-up, kl_weight and free bits act on the ELBO's KL term; "
+                                 "the importance-weighted bound has none, so use them with objective='elbo'")
+        return K
+
+    def _samples_eps(self, eps, K, n):
+        """Check injected noise of shape (K, n, L), or draw it from ``rng_``."""
+        if eps is None:
+            return self._draw_normal((K, n, self.latent_dim))
+        eps = self.xp.asarray(eps, dtype=self.dtype)
+        if eps.shape != (K, n, self.latent_dim) or not bool(self.xp.isfinite(eps).all()):
+            raise ValueError(f"eps for the {K}-sample bound must be finite, of shape ({K}, {n}, {self.latent_dim}); "
+                             f"got shape {eps.shape}")
+        return eps
 
     def encode(self, x):
         """The posterior ``q(z|x)``: ``(mu, logvar)``, each (N, K)."""

@@ -45,7 +45,8 @@ class DivergedError(FloatingPointError):
 
 
 def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validation=None,
-        progress=True, binarize=None, warmup_epochs=0, free_bits=0.0, eval_batch_size=1000):
+        progress=True, binarize=None, warmup_epochs=0, free_bits=0.0, eval_batch_size=1000, objective="elbo",
+        n_samples=1):
     """Train ``model`` on ``x`` by minibatch gradient descent on the negative ELBO; returns ``model``.
 
     Parameters
@@ -72,6 +73,12 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     free_bits : float
         Per latent dimension, a floor (in nats) on the batch-mean KL below which
         it exerts no pull toward the prior.
+    objective : {"elbo", "iwae"}
+        ``"iwae"`` trains on the ``n_samples``-sample importance-weighted bound
+        instead (see :meth:`VAE.loss_and_grads`); its ``loss`` column is minus
+        that bound, and ``reconstruction`` and ``kl`` are per-sample averages.
+    n_samples : int
+        Samples of ``z`` per example and step, for ``"iwae"``.
 
     Each epoch appends a row to ``model.history_``: ``epoch``, ``loss``,
     ``reconstruction``, ``kl``, ``kl_weight``, ``val_elbo`` (None without
@@ -91,6 +98,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     warmup_epochs = check_positive("warmup_epochs", warmup_epochs, integer=True, allow_zero=True)
     free_bits = check_positive("free_bits", free_bits, allow_zero=True)
     eval_batch_size = check_positive("eval_batch_size", eval_batch_size, integer=True)
+    n_samples = model.check_objective(objective, n_samples, free_bits=free_bits, warmup_epochs=warmup_epochs)
     if binarize is not None:
         check_choice("binarize", binarize, ("dynamic",))
     x = model._batch(x, name="x")
@@ -109,7 +117,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     total_steps = epochs * steps - (place["step"] if place and epochs else 0)
     bar = tqdm(total=total_steps, disable=not progress, unit="batch", leave=True)
     snapshot = StepSnapshot(model, opt)
-    threads = StepThreads(model, batch_size)  # one BLAS thread or more, by measurement (see minivae.blas)
+    threads = StepThreads(model, batch_size * n_samples)  # one BLAS thread or more, by measurement (see minivae.blas)
     try:
         with StopRequests() as stops:
             for epoch in range(first, first + epochs):
@@ -128,7 +136,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
                             idx = perm[step * batch_size:(step + 1) * batch_size]
                             with threads.step():
                                 loss, rec, kl = _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch,
-                                                      step, lr, snapshot.saved)
+                                                      step, lr, snapshot.saved, n_samples if objective == "iwae" else 0)
                             totals += len(idx) * np.array([loss, rec, kl])
                             place["step"] = step + 1
                         except BaseException:
@@ -161,16 +169,23 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     return model
 
 
-def _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr, saved):
-    """One minibatch: forward, backward and the optimiser's update; raises DivergedError on a non-finite result."""
+def _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr, saved, iw_samples=0):
+    """One minibatch: forward, backward and the optimiser's update; raises DivergedError on a non-finite result.
+
+    ``iw_samples > 0`` steps on the importance-weighted bound with that many samples, else on the ELBO.
+    """
     xb = x[model.xp.asarray(idx)]  # (B, D) gather on the model's device
     if binarize == "dynamic":
         xb = _bernoulli(model, xb)
-    eps = model._draw_normal((len(idx), model.latent_dim))
+    shape = (iw_samples, len(idx), model.latent_dim) if iw_samples else (len(idx), model.latent_dim)
+    eps = model._draw_normal(shape)
     bad = None
     # overflow is checked for below and reported as a DivergedError, so NumPy need not warn of it
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        loss, rec, kl = model._forward_backward(xb, eps, kl_weight, free_bits)
+        if iw_samples:
+            loss, rec, kl = model._iwae_forward_backward(xb, eps)
+        else:
+            loss, rec, kl = model._forward_backward(xb, eps, kl_weight, free_bits)
         if not (math.isfinite(loss) and _finite(model.flat_grads)):
             bad = f"the loss became {loss}"
         else:

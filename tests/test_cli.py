@@ -177,3 +177,15 @@ def test_a_bernoulli_model_of_grey_levels_is_called_a_cross_entropy(tmp_path, ca
 def test_trials_must_be_positive(tmp_path, capsys):
     assert main(["train", "--epochs", "1", "--out", str(tmp_path), "--no-progress", "--trials", "0"]) == 2
     assert "trials must be a finite integer > 0" in capsys.readouterr().err
+
+
+def test_train_on_the_importance_weighted_bound(tmp_path, capsys):
+    out = tmp_path / "iwae"
+    args = ["train", "--epochs", "2", "--out", str(out), "--no-progress", "--hidden", "16"]
+    assert main(args + ["--iwae", "4"]) == 0
+    assert len(VAE.load(out / "model.npz").history_) == 2 and "test log p(x)" in capsys.readouterr().out
+    for bad, message in ((["--iwae", "0"], "n_samples must be"), (["--iwae", "3", "--warmup-epochs", "2"], "warm-up"),
+                         (["--iwae", "3", "--beta", "2"], "beta=1")):
+        assert main(args + bad) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err

@@ -147,3 +147,77 @@ def test_real_cupy_matches_numpy_in_float32(real_cupy, rng):
     for name in grads_np:
         scale = np.abs(to_numpy(grads_np[name])).max()
         assert np.allclose(to_numpy(grads_gpu[name]), to_numpy(grads_np[name]), rtol=1e-5, atol=1e-5 * scale)
+
+
+# ---------------------------------------------------------------- the importance-weighted bound (IWAE)
+@pytest.mark.parametrize("hidden_dims", DEPTHS, ids=["linear", "two-hidden"])
+@pytest.mark.parametrize("config", CONFIGS + [dict(likelihood="binomial", trials=5)],
+                         ids=["bernoulli", "gaussian-fixed", "gaussian-learned", "binomial"])
+def test_iwae_gradient_matches_finite_differences(config, hidden_dims, backend, rng):
+    model = tiny(backend, hidden_dims, **config)
+    x = rng.random((4, 6))
+    if config["likelihood"] == "binomial":
+        x = np.round(x * 5) / 5
+    eps = rng.standard_normal((7, 4, 3))  # K = 7 samples of each example's z
+    report = check_gradients(model, x, eps, objective="iwae", n_samples=7)
+    assert report.max_error < 1e-7, str(report)
+
+
+def test_iwae_at_one_sample_is_the_elbo_with_its_kl_from_the_same_sample(rng):
+    model = tiny(likelihood="bernoulli")
+    x, eps = data(rng)
+    loss, _ = model.loss_and_grads(x, eps[None], objective="iwae", n_samples=1)
+    mu, logvar = model.encode(x)
+    z = mu + np.exp(logvar / 2) * eps
+    logits = model.decode(z)  # Bernoulli: the pixel means sigmoid(logits)
+    rec = minivae.losses.bernoulli_nll(np.log(logits) - np.log1p(-logits), x)[0]
+    log_q = minivae.losses.gaussian_log_density(z, mu, logvar)
+    log_p = minivae.losses.gaussian_log_density(z, 0 * z, 0 * z)
+    assert loss == pytest.approx(float((rec + log_q - log_p).mean()), rel=1e-12)
+
+
+def test_iwae_at_one_sample_has_the_elbos_gradient_in_expectation(rng):
+    # the same noise in both: their difference is the KL's Monte Carlo error alone, whose mean is 0
+    model = tiny(likelihood="bernoulli")
+    x = (rng.random((8, 6)) < 0.5).astype(float)
+    directions = rng.standard_normal((3, model.n_params))
+    diffs = []
+    for _ in range(3000):
+        eps = rng.standard_normal((8, 3))
+        g_iw = model.loss_and_grads(x, eps[None], objective="iwae", n_samples=1)[1]
+        g_elbo = model.loss_and_grads(x, eps)[1]
+        flat = np.concatenate([(g_iw[k] - g_elbo[k]).ravel() for k in model.params])
+        diffs.append(directions @ flat)
+    diffs = np.array(diffs)  # (R, 3): the difference projected on three fixed directions
+    se = diffs.std(axis=0, ddof=1) / np.sqrt(len(diffs))
+    assert (se > 0).all() and (np.abs(diffs.mean(axis=0)) < 4 * se).all()
+
+
+def test_more_samples_give_a_tighter_bound(rng):
+    model = VAE(64, hidden_dims=(32,), latent_dim=4, likelihood="binomial", trials=16, seed=0)
+    x = minivae.load_digits("test")[0][:100]
+    model.fit(x, epochs=30, batch_size=50, lr=3e-3, progress=False)
+    bounds = {}
+    for K in (1, 50):
+        runs = np.array([-model.loss_and_grads(x, objective="iwae", n_samples=K)[0] for _ in range(20)])
+        bounds[K] = (runs.mean(), runs.std(ddof=1) / np.sqrt(len(runs)))
+    (b1, s1), (b50, s50) = bounds[1], bounds[50]
+    assert b50 - b1 > 4 * np.hypot(s1, s50)
+
+
+def test_fit_trains_on_the_iwae_bound_and_refuses_what_does_not_apply(rng):
+    x = minivae.load_digits("train")[0][:200]
+    model = VAE(64, hidden_dims=(32,), latent_dim=4, likelihood="binomial", trials=16, seed=0)
+    model.fit(x, epochs=5, batch_size=50, lr=3e-3, progress=False, objective="iwae", n_samples=4)
+    losses = [row["loss"] for row in model.history_]
+    assert losses[-1] < losses[0]
+    for options, message in ((dict(warmup_epochs=2), "warm-up"), (dict(free_bits=0.1), "free bits"),
+                             (dict(n_samples=0), "n_samples"), (dict(objective="iwea"), "objective")):
+        with pytest.raises(ValueError, match=message):
+            model.fit(x, epochs=1, progress=False, **{"objective": "iwae", "n_samples": 3, **options})
+    with pytest.raises(ValueError, match="objective='iwae'"):
+        model.fit(x, epochs=1, progress=False, n_samples=3)
+    with pytest.raises(ValueError, match="beta=1"):
+        VAE(64, hidden_dims=(8,), latent_dim=2, beta=0.5).fit((x > 0.5) * 1.0, epochs=1, objective="iwae", n_samples=2)
+    with pytest.raises(ValueError, match=r"shape \(3, 4, 4\)"):
+        model.loss_and_grads(x[:4], rng.standard_normal((4, 4)), objective="iwae", n_samples=3)
