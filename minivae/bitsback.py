@@ -1,0 +1,180 @@
+"""Lossless compression with a trained VAE by bits-back coding over ANS (Townsend, Bird & Barber, 2019).
+
+To send an image ``x`` with a latent-variable model one could send a ``z``
+(costing ``-log p(z)`` bits) and then ``x`` given it (``-log p(x|z)``). Bits-back
+coding gets back the bits spent choosing ``z``: the sender *decodes* ``z`` from
+the message so far with the posterior ``q(z|x)``, which takes ``-log q(z|x)``
+bits off the message, and the receiver, once it has ``x``, re-encodes that
+``z`` with ``q(z|x)`` and so recovers those bits. Per image the message grows by
+
+    -log p(x|z) - log p(z) + log q(z|x),
+
+whose average over ``z ~ q`` is the negative ELBO: the ELBO is a code length.
+
+Here ``z`` is discretised, one latent dimension at a time, into ``2^latent_precision``
+buckets of equal mass under the prior ``N(0, 1)``, so that ``p(z)`` is uniform
+over buckets and ``q(z|x)`` is its Gaussian's mass in each; the decoder reads
+each bucket's centre. Pixels are counts ``k`` in ``0..n`` (``n`` the binomial's
+trials, 1 for a Bernoulli model), coded with the model's ``p(x|z)``. Every
+distribution is quantised to integer frequencies (:func:`minivae.ans.quantize`).
+The encoder and decoder compute them the same way from the same inputs, one
+image at a time, so the decoded images equal the originals bit for bit.
+"""
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+
+from .ans import Message, cumulative, quantize
+from .backend import to_numpy
+
+NORMAL = NormalDist()
+
+
+class BitsBackCodec:
+    """Code images of counts with a trained binomial or Bernoulli :class:`~minivae.VAE`.
+
+    Parameters
+    ----------
+    model : VAE with ``likelihood="binomial"`` (counts of ``trials``) or ``"bernoulli"`` (binary pixels).
+    latent_precision : int
+        ``2^latent_precision`` buckets per latent dimension.
+    posterior_precision, pixel_precision : int
+        Bits of the integer frequencies for ``q(z|x)`` and for ``p(x|z)``.
+    """
+
+    def __init__(self, model, latent_precision=10, posterior_precision=24, pixel_precision=24):
+        if model.likelihood not in ("binomial", "bernoulli"):
+            raise ValueError(f"bits-back coding here codes counts with a binomial or Bernoulli model; "
+                             f"this one's likelihood is {model.likelihood!r}")
+        if not posterior_precision >= latent_precision + 2:
+            raise ValueError("posterior_precision must exceed latent_precision by at least 2, so that q(z|x) "
+                             "can put more than the minimum frequency on a bucket")
+        self.model = model
+        self.trials = model.trials or 1
+        self.latent_precision, self.posterior_precision = latent_precision, posterior_precision
+        self.pixel_precision = pixel_precision
+        B = 1 << latent_precision
+        # bucket edges at the prior's quantiles i / B (the outer ones infinite); centres at (i + 1/2) / B
+        self.edges = np.array([-math.inf] + [NORMAL.inv_cdf(i / B) for i in range(1, B)] + [math.inf])
+        self.centres = np.array([NORMAL.inv_cdf((i + 0.5) / B) for i in range(B)])
+        n = self.trials
+        self.log_binom = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(n + 1)])
+
+    # ---------------------------------------------------------------- the three distributions
+    def posterior_freqs(self, x):
+        """``q(z|x)`` as integer frequencies over the buckets: (L, B) for one image ``x`` (D,) of counts."""
+        mu, logvar = (to_numpy(a).astype(np.float64)[0] for a in self.model.encode(x[None] / self.trials))
+        sigma = np.exp(logvar / 2)
+        cdf = np.vectorize(NORMAL.cdf)((self.edges[None, :] - mu[:, None]) / sigma[:, None])  # (L, B + 1)
+        return quantize(np.diff(cdf, axis=1), self.posterior_precision)
+
+    def likelihood_freqs(self, buckets):
+        """``p(x|z)`` per pixel as integer frequencies over the counts ``0..n``: (D, n + 1)."""
+        z = self.centres[buckets][None]  # (1, L)
+        logits = self._logits(z)
+        k = np.arange(self.trials + 1)
+        log_p = -np.logaddexp(0, -logits)[:, None]  # log sigmoid(l), (D, 1)
+        log_not_p = -np.logaddexp(0, logits)[:, None]
+        log_pmf = self.log_binom[None] + k * log_p + (self.trials - k) * log_not_p  # (D, n + 1)
+        return quantize(np.exp(log_pmf - log_pmf.max(axis=1, keepdims=True)), self.pixel_precision)
+
+    def _logits(self, z):
+        mean = to_numpy(self.model.decode(z)).astype(np.float64)[0]  # sigmoid(logits), the pixels' mean / n
+        mean = np.clip(mean, 1e-300, 1 - 1e-16)
+        return np.log(mean) - np.log1p(-mean)
+
+    # ---------------------------------------------------------------- one image
+    def push_image(self, message, x):
+        """Append image ``x`` (D,) of integer counts to ``message``; returns what it added, in bits.
+
+        The figure is exact: ``-log2`` of the quantised ``p(x|z)`` and ``p(z)``, less
+        ``-log2`` of the quantised ``q(z|x)`` of the ``z`` taken off the message.
+        """
+        q = self.posterior_freqs(x)
+        # 1. take z off the message with q(z|x): these are the bits the receiver will give back
+        buckets = np.array([message.pop(self.posterior_precision, cumulative(f)) for f in q])
+        # 2. x given z, pixel by pixel
+        px = self.likelihood_freqs(buckets)
+        for f, k in zip(px, x):
+            message.push(int(cumulative(f)[k]), int(f[k]), self.pixel_precision)
+        # 3. z under the prior: uniform over equal-mass buckets, latent_precision bits each
+        for b in buckets[::-1]:
+            message.push(int(b), 1, self.latent_precision)
+        pixels = -np.log2(px[np.arange(len(x)), x] / 2.0**self.pixel_precision).sum()
+        back = -np.log2(q[np.arange(len(buckets)), buckets] / 2.0**self.posterior_precision).sum()
+        return float(pixels + len(buckets) * self.latent_precision - back)
+
+    def pop_image(self, message):
+        """Take the last image off ``message``: the reverse of :meth:`push_image`, step by step."""
+        uniform = np.arange((1 << self.latent_precision) + 1)
+        buckets = np.array([message.pop(self.latent_precision, uniform) for _ in range(self.model.latent_dim)])
+        px = self.likelihood_freqs(buckets)
+        x = np.array([message.pop(self.pixel_precision, cumulative(f)) for f in px[::-1]])[::-1]
+        q = self.posterior_freqs(x)
+        for f, b in zip(q[::-1], buckets[::-1]):  # give the bits back
+            message.push(int(cumulative(f)[b]), int(f[b]), self.posterior_precision)
+        return x
+
+    # ---------------------------------------------------------------- a data set
+    def initial_words(self):
+        """How many random 32-bit words the first image needs: popping ``z`` takes at most
+        ``posterior_precision`` bits a latent dimension, and one word covers the head's renormalisation."""
+        return -(-self.model.latent_dim * self.posterior_precision // 32) + 1
+
+    def encode(self, counts, seed=0):
+        """Compress ``counts`` (N, D) of integers in ``0..n``; returns the :class:`~minivae.ans.Message`.
+
+        The message starts with :meth:`initial_words` random 32-bit words (the
+        *initial bits*): the first image's ``z`` is decoded from them, before
+        anything else is on the message. The receiver gets them back at the end.
+        Each image's code length in bits is kept in ``code_lengths_``.
+        """
+        counts = self.check_counts(counts)
+        message = Message(np.random.default_rng(seed).integers(0, 1 << 32, self.initial_words(), dtype=np.int64))
+        self.code_lengths_ = np.array([self.push_image(message, x) for x in counts])
+        return message
+
+    def decode(self, message, n):
+        """The ``n`` images, in their original order; ``message`` is left as it started (the initial words)."""
+        return np.array([self.pop_image(message) for _ in range(n)][::-1])
+
+    def check_counts(self, counts):
+        counts = np.asarray(counts)
+        if counts.ndim != 2 or counts.shape[1] != self.model.input_dim:
+            raise ValueError(f"counts must be (N, {self.model.input_dim}); got shape {counts.shape}")
+        if counts.dtype.kind not in "iu" or counts.min() < 0 or counts.max() > self.trials:
+            raise ValueError(f"counts must be integers in 0..{self.trials} (the pixel values times trials)")
+        return counts.astype(np.int64)
+
+
+class PixelCodec:
+    """A baseline without latents: each pixel coded independently with its own histogram from training data.
+
+    ``p_d(k)`` is the training images' frequency of count ``k`` at pixel ``d``, with
+    one pseudo-count per value (Laplace), so that no count is impossible.
+    """
+
+    def __init__(self, train_counts, trials, precision=24):
+        train_counts = np.asarray(train_counts, dtype=np.int64)
+        hist = np.stack([np.bincount(col, minlength=trials + 1) for col in train_counts.T]) + 1.0  # (D, n + 1)
+        self.probs = hist / hist.sum(axis=1, keepdims=True)
+        self.freqs = quantize(self.probs, precision)
+        self.starts = [cumulative(f) for f in self.freqs]
+        self.precision = precision
+
+    def encode(self, counts):
+        message = Message()
+        for x in np.asarray(counts, dtype=np.int64):
+            for d, k in enumerate(x):
+                message.push(int(self.starts[d][k]), int(self.freqs[d][k]), self.precision)
+        return message
+
+    def decode(self, message, n):
+        D = len(self.freqs)
+        out = np.zeros((n, D), dtype=np.int64)
+        for i in reversed(range(n)):
+            for d in reversed(range(D)):
+                out[i, d] = message.pop(self.precision, self.starts[d])
+        return out
