@@ -262,8 +262,9 @@ class StopRequests:
 
     A second SIGINT raises ``KeyboardInterrupt``, as a user pressing Ctrl-C
     twice expects, but never inside a ``deferred()`` block: there it waits
-    for the block's end. Handlers can only be installed in the main thread;
-    elsewhere this does nothing.
+    for the block's end. A signal the process ignores stays ignored (``nohup``
+    ignores SIGHUP so that a run outlives its terminal). Handlers can only be
+    installed in the main thread; elsewhere this does nothing.
     """
 
     def __init__(self):
@@ -293,8 +294,10 @@ class StopRequests:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
-                self._previous[sig] = signal.getsignal(sig)
-                signal.signal(sig, self._handle)
+                previous = signal.getsignal(sig)
+                if previous is not signal.SIG_IGN:
+                    self._previous[sig] = previous
+                    signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc):

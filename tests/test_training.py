@@ -1,5 +1,6 @@
 """fit: learning, history, divergence and interruption handling, and exact resumption."""
 
+import contextlib
 import math
 import os
 import signal
@@ -145,8 +146,39 @@ def a_signal_at_step(model, monkeypatch, signum, at):
     monkeypatch.setattr(model, "_forward_backward", forward_backward)
 
 
+@contextlib.contextmanager
+def handled_as(signum, handler):
+    """Run the block with ``handler`` for ``signum`` (as a shell or nohup may have set it), then put back the old one."""
+    previous = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
+def usual_handler(signum):
+    return signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
 def test_a_stop_signal_ends_the_step_saves_and_resumes_bit_for_bit(digits, tmp_path, monkeypatch, signum):
+    with handled_as(signum, usual_handler(signum)):  # whatever this test process inherited (nohup ignores SIGHUP)
+        stop_and_resume(digits, tmp_path, monkeypatch, signum)
+        assert signal.getsignal(signum) is usual_handler(signum)  # handlers put back
+
+
+def test_a_signal_the_process_ignores_stays_ignored(digits, monkeypatch):
+    # under nohup a hangup must not stop training
+    x = digits[0][:300]
+    with handled_as(signal.SIGHUP, signal.SIG_IGN):
+        model = small()
+        a_signal_at_step(model, monkeypatch, signal.SIGHUP, at=5)
+        model.fit(x, epochs=2, batch_size=32, progress=False)
+        assert model.stopped_by_ is None and len(model.history_) == 2
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+
+
+def stop_and_resume(digits, tmp_path, monkeypatch, signum):
     x, x_test = digits[0][:300], digits[1][:60]
     options = dict(batch_size=32, progress=False, validation=x_test, binarize="dynamic")  # 10 steps an epoch
     straight = small().fit(x, epochs=4, **options)
@@ -165,7 +197,6 @@ def test_a_stop_signal_ends_the_step_saves_and_resumes_bit_for_bit(digits, tmp_p
     assert np.array_equal(to_numpy(resumed.optimizer_.state["m"]), to_numpy(straight.optimizer_.state["m"]))
     no_time = [{k: v for k, v in row.items() if k != "seconds"} for row in straight.history_]
     assert [{k: v for k, v in row.items() if k != "seconds"} for row in resumed.history_] == no_time
-    assert signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler)  # handlers put back
 
 
 def test_resuming_an_unfinished_epoch_needs_the_same_data_and_batch_size(digits, monkeypatch):
