@@ -149,7 +149,9 @@ def load(path, backend=None):
                               tuple(check_positive("each hidden size", h, integer=True)
                                     for h in _list(config.get("hidden_dims"), "hidden_dims")),
                               check_positive("latent_dim", config.get("latent_dim"), integer=True),
-                              config.get("likelihood") == "gaussian" and config.get("decoder_std") == "learned")
+                              config.get("likelihood") == "gaussian" and config.get("decoder_std") == "learned",
+                              0 if config.get("n_classes") is None else
+                              check_positive("n_classes", config.get("n_classes"), integer=True))
         n_params = sum(math.prod(shape) for shape in shapes.values())
         if params.shape != (n_params,) or params.dtype.name != config.get("dtype"):
             raise ValueError(f"its parameters ({params.dtype}, {params.shape}) do not fit its configuration "

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plotting
+from .backend import to_numpy
 from .datasets import load_digits, load_mnist
 from .evaluate import bits_per_dimension, latent_diagnostics, monte_carlo_mean
 from .likelihoods import NAMES as LIKELIHOODS
@@ -95,11 +96,14 @@ def cmd_train(args):
         model = VAE(x.shape[1], hidden_dims=args.hidden if args.hidden is not None else defaults["hidden"],
                     latent_dim=args.latent_dim, activation=args.activation, likelihood=likelihood,
                     decoder_std=args.decoder_std, beta=args.beta, backend=args.backend, seed=args.seed,
-                    trials=trials)
+                    trials=trials, n_classes=int(y.max()) + 1 if args.conditional else None)
     print(model)
+    conditional = model.n_classes is not None  # a resumed checkpoint says for itself
+    labels = {"y": y} if conditional else {}
     start, done = time.perf_counter(), len(model.history_)
     try:
-        model.fit(x, epochs=epochs, batch_size=batch_size, lr=args.lr, validation=x_test,
+        model.fit(x, epochs=epochs, batch_size=batch_size, lr=args.lr,
+                  validation=(x_test, y_test) if conditional else x_test, **labels,
                   progress=not args.no_progress, binarize=args.binarize, warmup_epochs=args.warmup_epochs,
                   free_bits=args.free_bits, objective="elbo" if args.iwae is None else "iwae",
                   n_samples=1 if args.iwae is None else args.iwae)
@@ -122,28 +126,39 @@ def cmd_train(args):
     save_checkpoint(model, out)
     if model.history_:
         save_figure(plotting.plot_history(model.history_), out / "loss.png")
-    save_figure(plotting.plot_reconstructions(model, x_test[:12], n=12), out / "reconstructions.png")
-    save_figure(plotting.plot_samples(model, 64), out / "samples.png")
+    given = y_test if conditional else None
+    save_figure(plotting.plot_reconstructions(model, x_test[:12], n=12, y=given), out / "reconstructions.png")
+    if conditional:  # samples of each class; the 2-D manifold would need one label
+        save_figure(plotting.plot_class_grid(model), out / "class_grid.png")
+    else:
+        save_figure(plotting.plot_samples(model, 64), out / "samples.png")
+        save_figure(plotting.plot_manifold(model), out / "manifold.png")
     save_figure(plotting.plot_latent(model, x_test, y_test), out / "latent.png")
-    save_figure(plotting.plot_manifold(model), out / "manifold.png")
-    kl_dims, _, variances = latent_diagnostics(model, x_test)
+    kl_dims, _, variances = latent_diagnostics(model, x_test, y=given)
     save_figure(plotting.plot_kl_per_dim(kl_dims, variances), out / "kl_per_dim.png")
     print(f"trained {trained} epochs in {seconds:.1f} s")
-    report_likelihood(model, x_test, defaults["iw_samples"] if args.iw_samples is None else args.iw_samples)
+    report_likelihood(model, x_test, defaults["iw_samples"] if args.iw_samples is None else args.iw_samples, given)
     return 0
 
 
-def report_likelihood(model, x, iw_samples):
-    """Print the test ELBO and (for ``iw_samples`` > 0) the importance-weighted log p(x), with standard errors."""
+def report_likelihood(model, x, iw_samples, y=None):
+    """Print the test ELBO and (for ``iw_samples`` > 0) the importance-weighted log p(x), with standard errors.
+
+    A conditional model's figures are of ``log p(x|y)``, given the labels ``y``.
+    """
     def line(label, value, se):
         bits = bits_per_dimension(value, model.input_dim)
         print(f"{label:<24} {value:9.3f} ± {se:.3f} nats per example   "
               f"({bits:.4f} ± {se / (model.input_dim * math.log(2)):.4f} bits per dimension)")
 
-    line("test ELBO:", *monte_carlo_mean(model.elbo, x, replicates=10))
+    labels = {} if y is None else {"y": np.asarray(y)}
+    batch = len(x) if labels else 1000  # with labels, one batch, so that they line up with the rows
+    line("test ELBO:", *monte_carlo_mean(lambda xb: model.elbo(xb, **labels), x, replicates=10, batch_size=batch))
     if iw_samples:
-        line(f"test log p(x), K={iw_samples}:",
-             *monte_carlo_mean(lambda xb: model.log_likelihood(xb, n_samples=iw_samples), x, replicates=2))
+        given = "log p(x|y)" if labels else "log p(x)"
+        line(f"test {given}, K={iw_samples}:",
+             *monte_carlo_mean(lambda xb: model.log_likelihood(xb, n_samples=iw_samples, **labels), x, replicates=2,
+                               batch_size=batch))
         print("  (an importance-weighted estimate: its expectation is a lower bound on log p(x) that rises with K)")
     caveat = model.likelihood_.caveat(model.xp.asarray(x))
     if caveat:
@@ -165,19 +180,29 @@ def cmd_sample(args):
     model = VAE.load(args.checkpoint, backend=args.backend)
     if args.seed is not None:
         model.eval_rng_ = np.random.default_rng(args.seed)
-    save_figure(plotting.plot_samples(model, args.n), args.out, default_name="samples.png")
+    if model.n_classes is None and args.label is not None:
+        raise ValueError("--label is for a conditional model (trained with --conditional); this one is not")
+    if model.n_classes is not None and args.label is None:  # every class, the same z down each column
+        figure = plotting.plot_class_grid(model, n_styles=max(1, args.n // model.n_classes))
+    elif model.n_classes is not None:
+        images = model.sample(args.n, y=args.label)
+        figure = plotting.plot_images(to_numpy(images), title=f"samples of class {args.label}")
+    else:
+        figure = plotting.plot_samples(model, args.n)
+    save_figure(figure, args.out, default_name="samples.png")
     return 0
 
 
 def cmd_evaluate(args):
     model = VAE.load(args.checkpoint, backend=args.backend)
-    _, _, x_test, _ = load_data(args.dataset, args.data_dir, args.download)
+    _, _, x_test, y_test = load_data(args.dataset, args.data_dir, args.download)
     if args.limit is not None:
-        x_test = x_test[:check_positive("--limit", args.limit, integer=True)]
+        x_test, y_test = (a[:check_positive("--limit", args.limit, integer=True)] for a in (x_test, y_test))
     print(model)
     print(f"test examples:           {len(x_test)}")
-    report_likelihood(model, x_test, check_positive("--samples", args.samples, integer=True))
-    kl_dims, count, _ = latent_diagnostics(model, x_test)
+    given = None if model.n_classes is None else y_test
+    report_likelihood(model, x_test, check_positive("--samples", args.samples, integer=True), given)
+    kl_dims, count, _ = latent_diagnostics(model, x_test, y=given)
     print(f"active units:            {count} of {model.latent_dim} (Var_x E[z|x] > 0.01)")
     print("KL per dimension (nats): " + " ".join(f"{v:.2f}" for v in kl_dims))
     return 0
@@ -211,6 +236,8 @@ def build_parser():
     train.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (default: 1.0)")
     train.add_argument("--warmup-epochs", type=int, default=0, help="KL warm-up: epochs for the KL weight to reach beta")
     train.add_argument("--free-bits", type=float, default=0.0, help="per-dimension KL floor in nats (default: 0)")
+    train.add_argument("--conditional", action="store_true",
+                       help="a conditional VAE of p(x|label): the label enters the encoder and the decoder")
     train.add_argument("--iwae", type=int, metavar="K",
                        help="train on the K-sample importance-weighted bound (Burda et al. 2016) instead of the ELBO")
     train.add_argument("--binarize", choices=("dynamic",), help="dynamic: redraw binary pixels ~ Bernoulli(x) at every use")
@@ -229,6 +256,8 @@ def build_parser():
                         help="image to write; a folder gets samples.png, a name without a suffix gets .png "
                              "(default: samples.png)")
     sample.add_argument("--seed", type=int, help="reseed the sampling generator (default: continue the saved one)")
+    sample.add_argument("--label", type=int,
+                        help="a conditional model's class to draw (default: a grid of every class)")
     sample.add_argument("--backend", choices=("numpy", "cupy", "auto"))
     sample.set_defaults(run=cmd_sample)
 

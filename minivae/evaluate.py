@@ -22,31 +22,34 @@ from .losses import LOG_2PI, gaussian_log_density, kl_per_dimension
 from .validation import check_positive
 
 
-def log_likelihood(model, x, n_samples=1000, max_rows=16384):
+def log_likelihood(model, x, n_samples=1000, max_rows=16384, y=None):
     """Per-example importance-weighted estimate of ``log p(x)`` in nats, shape (N,).
 
     ``log (1/K) sum_k exp(log w_k)`` with ``log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)``,
     accumulated by a streaming log-sum-exp over chunks of samples, so memory is
     bounded by ``max_rows`` decoded rows whatever ``K`` is. The samples come
-    from the model's evaluation stream ``eval_rng_``.
+    from the model's evaluation stream ``eval_rng_``. A conditional model
+    estimates ``log p(x|y)`` and needs the labels ``y``.
     """
     K = check_positive("n_samples", n_samples, integer=True)
     check_positive("max_rows", max_rows, integer=True)
     x = model._batch(x)
     N = x.shape[0]
+    onehot = model.one_hot(y, N)
     per_chunk = max(1, min(K, max_rows))
     rows = max(1, max_rows // per_chunk)  # examples per block
     with threads_for(model, min(N, rows) * per_chunk):
-        return _log_likelihood(model, x, K, per_chunk, rows)
+        return _log_likelihood(model, x, K, per_chunk, rows, onehot)
 
 
-def _log_likelihood(model, x, K, per_chunk, rows):
+def _log_likelihood(model, x, K, per_chunk, rows, onehot):
     xp = model.xp
     N = x.shape[0]
     out = []
     for i in range(0, N, rows):
         xb = x[i:i + rows]  # (B, D)
-        mu, logvar = model._encode(xb)  # (B, L)
+        yb = None if onehot is None else onehot[i:i + rows]
+        mu, logvar = model._encode(xb, yb)  # (B, L)
         B = xb.shape[0]
         m = xp.full((B,), -xp.inf, dtype=model.dtype)  # running max of log w
         s = xp.zeros((B,), dtype=model.dtype)  # running sum of exp(log w - m)
@@ -54,7 +57,7 @@ def _log_likelihood(model, x, K, per_chunk, rows):
             c = min(per_chunk, K - start)
             eps = model._draw_normal((B, c, model.latent_dim), model.eval_rng_)
             z = mu[:, None, :] + xp.exp(0.5 * logvar)[:, None, :] * eps  # (B, c, L)
-            log_w = _log_weights(model, xb, z, mu, logvar)  # (B, c)
+            log_w = _log_weights(model, xb, z, mu, logvar, yb)  # (B, c)
             m_new = xp.maximum(m, log_w.max(axis=1))
             s = s * xp.exp(m - m_new) + xp.exp(log_w - m_new[:, None]).sum(axis=1)
             m = m_new
@@ -93,10 +96,11 @@ def bits_per_dimension(log_p, dims):
     return -log_p / (dims * math.log(2))
 
 
-def _log_weights(model, x, z, mu, logvar):
+def _log_weights(model, x, z, mu, logvar, onehot=None):
     """``log p(x|z) + log p(z) - log q(z|x)`` for z of shape (B, c, L); returns (B, c)."""
     B, c, L = z.shape
-    out, dec_logvar = model._decode(z.reshape(B * c, L))
+    labels = None if onehot is None else model.xp.repeat(onehot, c, axis=0)  # row b*c + j is example b
+    out, dec_logvar = model._decode(z.reshape(B * c, L), labels)
     x_rep = model.xp.repeat(x, c, axis=0)  # (B*c, D), row b*c + j is example b
     log_px_z = -model._nll(x_rep, out, dec_logvar)[0].reshape(B, c)
     log_pz = -0.5 * ((z * z).sum(axis=-1) + L * LOG_2PI)
@@ -162,7 +166,7 @@ def set_optimal_encoder(model):
     return model
 
 
-def latent_diagnostics(model, x, threshold=0.01, batch_size=1000):
+def latent_diagnostics(model, x, threshold=0.01, batch_size=1000, y=None):
     """How the latent space is used, from one pass over ``x``.
 
     Returns ``(kl, count, variances)``: ``kl`` (L,) is the mean over ``x`` of
@@ -170,24 +174,26 @@ def latent_diagnostics(model, x, threshold=0.01, batch_size=1000):
     ``Var_x(E_q[z_l])``, and ``count`` the number of *active units*, the
     dimensions whose variance exceeds ``threshold`` (Burda et al.'s measure: a
     collapsed dimension ignores its input, so its variance is near 0). On the host.
+    A conditional model needs the labels ``y``.
     """
     check_positive("batch_size", batch_size, integer=True)
     x = model._batch(x)
+    onehot = model.one_hot(y, x.shape[0])
     kl_total, means = 0, []
     for i in range(0, x.shape[0], batch_size):
-        mu, logvar = model._encode(x[i:i + batch_size])
+        mu, logvar = model._encode(x[i:i + batch_size], None if onehot is None else onehot[i:i + batch_size])
         kl_total = kl_total + kl_per_dimension(mu, logvar)[0].sum(axis=0)
         means.append(to_numpy(mu))
     variances = np.concatenate(means).astype(np.float64).var(axis=0)
     return to_numpy(kl_total / x.shape[0]), int((variances > threshold).sum()), variances
 
 
-def kl_per_dim(model, x, batch_size=1000):
+def kl_per_dim(model, x, batch_size=1000, y=None):
     """The mean KL of each latent dimension over ``x``; shape (L,), on the host."""
-    return latent_diagnostics(model, x, batch_size=batch_size)[0]
+    return latent_diagnostics(model, x, batch_size=batch_size, y=y)[0]
 
 
-def active_units(model, x, threshold=0.01, batch_size=1000):
+def active_units(model, x, threshold=0.01, batch_size=1000, y=None):
     """``(count, variances)`` of the latent dimensions in use (see :func:`latent_diagnostics`)."""
-    _, count, variances = latent_diagnostics(model, x, threshold, batch_size)
+    _, count, variances = latent_diagnostics(model, x, threshold, batch_size, y)
     return count, variances

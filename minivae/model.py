@@ -49,6 +49,11 @@ class VAE:
     seed : int or None
         Seeds the model's random generators; ``None`` draws a fresh seed, kept
         in ``seed`` so that the run can be repeated.
+    n_classes : int or None
+        A *conditional* VAE (Kingma et al. 2014; Sohn et al. 2015): a label
+        ``y`` in ``0..n_classes-1``, one-hot, is appended to the encoder's
+        input ``x`` and to the decoder's input ``z``, so the model is of
+        ``p(x|y)``. Every method that reads ``x`` or ``z`` then takes ``y``.
 
     Attributes
     ----------
@@ -76,7 +81,7 @@ class VAE:
 
     def __init__(self, input_dim, hidden_dims=(400,), latent_dim=20, activation="relu",
                  likelihood="bernoulli", decoder_std=1.0, beta=1.0, dtype="float32",
-                 backend=None, seed=0, trials=None):
+                 backend=None, seed=0, trials=None, n_classes=None):
         # Every setting is checked and kept as a plain Python value, so a checkpoint can always be written.
         self.input_dim = check_positive("input_dim", input_dim, integer=True)
         if isinstance(hidden_dims, (int, np.integer)):
@@ -96,6 +101,11 @@ class VAE:
         elif trials is not None:
             raise ValueError(f"trials is the binomial likelihood's; this model's likelihood is {self.likelihood!r}")
         self.trials = trials
+        if n_classes is not None:
+            n_classes = check_positive("n_classes", n_classes, integer=True)
+            if n_classes < 2:
+                raise ValueError(f"a conditional model needs n_classes >= 2 labels; got {n_classes}")
+        self.n_classes = n_classes
         self.likelihood_ = make_likelihood(self.likelihood, self.decoder_std, trials)
         self.beta = check_positive("beta", beta, allow_zero=True)
         self.dtype = _check_dtype(dtype)
@@ -122,11 +132,11 @@ class VAE:
             "input_dim": self.input_dim, "hidden_dims": list(self.hidden_dims),
             "latent_dim": self.latent_dim, "activation": self.activation,
             "likelihood": self.likelihood, "decoder_std": self.decoder_std, "beta": self.beta,
-            "dtype": self.dtype.name, "seed": self.seed, "trials": self.trials,
+            "dtype": self.dtype.name, "seed": self.seed, "trials": self.trials, "n_classes": self.n_classes,
         }
 
     def _param_shapes(self):
-        return param_shapes(self.input_dim, self.hidden_dims, self.latent_dim, self.learned_variance)
+        return param_shapes(self.input_dim, self.hidden_dims, self.latent_dim, self.learned_variance, self.n_classes or 0)
 
     def _bind(self, flat):
         """Make ``flat`` the parameter vector: slice it into per-layer views and build the layers."""
@@ -175,16 +185,16 @@ class VAE:
                 f"backend={self.backend!r}, params={self.n_params:,})")
 
     # ------------------------------------------------------------------ forward pieces
-    def _encode(self, x):
-        """``x`` (N, D) -> ``mu``, ``logvar`` (N, K); layers cache for backward."""
-        h = x
+    def _encode(self, x, onehot=None):
+        """``x`` (N, D) (and a conditional model's one-hot labels (N, C)) -> ``mu``, ``logvar`` (N, K)."""
+        h = x if onehot is None else self.xp.concatenate([x, onehot], axis=1)  # (N, D + C)
         for dense, act in self._encoder:
             h = act.forward(dense.forward(h))  # (N, H_i)
         return self._mu_head.forward(h), self._logvar_head.forward(h)
 
-    def _decode(self, z):
-        """``z`` (N, K) -> decoder output (N, D) (logits or mean) and the learned logvar or None."""
-        h = z
+    def _decode(self, z, onehot=None):
+        """``z`` (N, K) (and one-hot labels) -> decoder output (N, D) (logits or mean) and the learned logvar or None."""
+        h = z if onehot is None else self.xp.concatenate([z, onehot], axis=1)  # (N, K + C)
         for dense, act in self._decoder:
             h = act.forward(dense.forward(h))  # (N, H_i)
         out = self._out.forward(h)
@@ -203,7 +213,7 @@ class VAE:
             dh += self._dec_logvar.backward(ddec_logvar)  # both heads read the same h
         for dense, act in reversed(self._decoder):
             dh = dense.backward(act.backward(dh))
-        return dh
+        return dh[:, :self.latent_dim]  # a conditional model's label inputs need no gradient
 
     def _encode_backward(self, dmu, dlogvar):
         """dL/dmu, dL/dlogvar -> the encoder's gradients (dL/dx is never needed)."""
@@ -217,7 +227,7 @@ class VAE:
             dense, act = self._encoder[i]
             dh = dense.backward(act.backward(dh), need_dx=i > 0)
 
-    def _forward_backward(self, x, eps, kl_weight=None, free_bits=0.0):
+    def _forward_backward(self, x, eps, kl_weight=None, free_bits=0.0, onehot=None):
         """One pass over a checked batch: returns ``(loss, rec, kl)`` and fills ``flat_grads``.
 
         ``loss = mean_n [ -log p(x_n|z_n) ] + kl_weight * KL``, where KL is the
@@ -231,9 +241,9 @@ class VAE:
         w = self.beta if kl_weight is None else kl_weight
 
         # forward: x -> (mu, logvar) -> z -> p(x|z)
-        mu, logvar = self._encode(x)  # (N, K) each
+        mu, logvar = self._encode(x, onehot)  # (N, K) each
         z = self._sampler.forward(mu, logvar, eps)  # (N, K)
-        out, dec_logvar = self._decode(z)  # (N, D)
+        out, dec_logvar = self._decode(z, onehot)  # (N, D)
         rec, dout, ddec_logvar = self._nll(x, out, dec_logvar)  # (N,), (N, D)
         kl_dims, dmu_kl, dlogvar_kl = kl_per_dimension(mu, logvar)  # (N, K) each
         rec_mean = float(rec.mean())
@@ -259,7 +269,7 @@ class VAE:
         self._encode_backward(dmu, dlogvar)
         return loss, rec_mean, kl_mean
 
-    def _iwae_forward_backward(self, x, eps):
+    def _iwae_forward_backward(self, x, eps, onehot=None):
         """The K-sample importance-weighted bound (Burda et al., 2016) over a checked batch; fills ``flat_grads``.
 
         ``eps`` is (K, N, L). Returns ``(loss, rec, kl)``: ``loss`` is minus the
@@ -282,9 +292,10 @@ class VAE:
         """
         xp = self.xp
         K, N, L = eps.shape
-        mu, logvar = self._encode(x)  # (N, L) each
+        mu, logvar = self._encode(x, onehot)  # (N, L) each
         z = self._sampler.forward(mu[None], logvar[None], eps)  # (K, N, L)
-        out, dec_logvar = self._decode(z.reshape(K * N, L))  # row k N + n is example n
+        labels = None if onehot is None else xp.concatenate([onehot] * K)
+        out, dec_logvar = self._decode(z.reshape(K * N, L), labels)  # row k N + n is example n
         rec, dout, ddec_logvar = self._nll(xp.concatenate([x] * K), out, dec_logvar)  # (K N,), (K N, D)
         rec = rec.reshape(K, N)
         log_pz = -0.5 * ((z * z).sum(axis=2) + L * LOG_2PI)  # (K, N)
@@ -316,6 +327,30 @@ class VAE:
         self.likelihood_.check(a, name)
         return a
 
+    def one_hot(self, y, n, name="y"):
+        """Check labels for ``n`` examples and return them one-hot, (n, C) on the model's device; None if unconditional.
+
+        ``y`` is a sequence of ``n`` integers in ``0..n_classes-1``, or one integer for all ``n``.
+        """
+        if self.n_classes is None:
+            if y is not None:
+                raise ValueError(f"{name} is a conditional model's labels; this model has no n_classes")
+            return None
+        if y is None:
+            raise ValueError(f"this model is conditional on {self.n_classes} classes: pass {name}, the labels")
+        labels = np.asarray(y)
+        if labels.ndim == 0:
+            labels = np.full(n, labels)
+        ok = labels.dtype.kind in "iu" or (labels.dtype.kind == "f" and np.all(np.isfinite(labels))
+                                           and np.array_equal(labels, np.round(labels)))
+        if labels.shape != (n,) or not ok:
+            raise ValueError(f"{name} must be {n} whole-number labels in 0..{self.n_classes - 1} (or one for all); "
+                             f"got {labels.dtype} of shape {labels.shape}")
+        if n and not 0 <= labels.min() <= labels.max() < self.n_classes:
+            raise ValueError(f"{name} must be labels in 0..{self.n_classes - 1}, this model's classes; "
+                             f"got labels from {labels.min()} to {labels.max()}")
+        return self.xp.asarray(np.eye(self.n_classes, dtype=self.dtype)[labels.astype(np.int64)])
+
     def _latents(self, z, name="z"):
         return as_batch(z, self.xp, self.dtype, self.latent_dim, name=name)
 
@@ -336,7 +371,7 @@ class VAE:
         return self.xp.asarray(rng.standard_normal(shape, dtype=self.dtype))
 
     # ------------------------------------------------------------------ public API
-    def loss_and_grads(self, x, eps=None, kl_weight=None, free_bits=0.0, objective="elbo", n_samples=1):
+    def loss_and_grads(self, x, eps=None, kl_weight=None, free_bits=0.0, objective="elbo", n_samples=1, y=None):
         """The training loss and its gradient with respect to every parameter.
 
         Parameters
@@ -357,6 +392,7 @@ class VAE:
             ``kl_weight``, ``free_bits`` and ``beta != 1`` do not apply to it.
         n_samples : int
             Samples of ``z`` per example for ``"iwae"``.
+        y : (N,) labels, for a conditional model (see ``n_classes``).
 
         Returns
         -------
@@ -371,10 +407,11 @@ class VAE:
         free_bits = check_positive("free_bits", free_bits, allow_zero=True)
         K = self.check_objective(objective, n_samples, kl_weight=kl_weight, free_bits=free_bits)
         x = self._batch(x)
+        onehot = self.one_hot(y, x.shape[0])
         if objective == "iwae":
-            loss, _, _ = self._iwae_forward_backward(x, self._samples_eps(eps, K, x.shape[0]))
+            loss, _, _ = self._iwae_forward_backward(x, self._samples_eps(eps, K, x.shape[0]), onehot)
         else:
-            loss, _, _ = self._forward_backward(x, self._eps(eps, x.shape[0]), kl_weight, free_bits)
+            loss, _, _ = self._forward_backward(x, self._eps(eps, x.shape[0]), kl_weight, free_bits, onehot)
         return loss, {name: g.copy() for name, g in self._grads.items()}
 
     def check_objective(self, objective, n_samples, kl_weight=None, free_bits=0.0, warmup_epochs=0):
@@ -402,55 +439,60 @@ class VAE:
                              f"got shape {eps.shape}")
         return eps
 
-    def encode(self, x):
-        """The posterior ``q(z|x)``: ``(mu, logvar)``, each (N, K)."""
-        return self._encode(self._batch(x))
+    def encode(self, x, y=None):
+        """The posterior ``q(z|x)`` (``q(z|x, y)`` for a conditional model): ``(mu, logvar)``, each (N, K)."""
+        x = self._batch(x)
+        return self._encode(x, self.one_hot(y, x.shape[0]))
 
-    def decode(self, z):
-        """The mean ``E[x|z]`` of ``p(x|z)``, (N, D): pixel probabilities for the Bernoulli, and so on."""
-        out, logvar = self._decode(self._latents(z))
+    def decode(self, z, y=None):
+        """The mean ``E[x|z]`` of ``p(x|z)`` (or ``p(x|z, y)``), (N, D): pixel probabilities for the Bernoulli, and so on."""
+        z = self._latents(z)
+        out, logvar = self._decode(z, self.one_hot(y, z.shape[0]))
         return self.likelihood_.mean(out, logvar)
 
-    def reconstruct(self, x):
+    def reconstruct(self, x, y=None):
         """Decode the posterior mean of each input: ``decode(encode(x)[0])``."""
-        mu, _ = self.encode(x)
-        return self.decode(mu)
+        mu, _ = self.encode(x, y)
+        return self.decode(mu, y)
 
-    def sample(self, n, mean=True):
+    def sample(self, n, mean=True, y=None):
         """``n`` draws from the model, (n, D): ``z ~ N(0, I)``, then ``E[x|z]`` (``mean=True``) or ``x ~ p(x|z)``.
 
         The noise comes from ``eval_rng_``. Images are usually shown as means:
-        a draw adds the likelihood's pixel noise.
+        a draw adds the likelihood's pixel noise. A conditional model draws
+        from ``p(x|y)``: ``y`` is one label for all, or ``n`` labels.
         """
         n = check_positive("n", n, integer=True)
+        onehot = self.one_hot(y, n)
         z = self._draw_normal((n, self.latent_dim), self.eval_rng_)
+        out, logvar = self._decode(z, onehot)
         if mean:
-            return self.decode(z)
-        out, logvar = self._decode(z)
+            return self.likelihood_.mean(out, logvar)
         return self.likelihood_.sample(out, logvar, self.eval_rng_)
 
-    def elbo(self, x, n_samples=1, eps=None):
+    def elbo(self, x, n_samples=1, eps=None, y=None):
         """Per-example ELBO ``E_q[log p(x|z)] - KL(q(z|x) || p(z))`` in nats, shape (N,).
 
         The expectation is estimated with ``n_samples`` reparameterised draws
         from ``eval_rng_`` (the KL is exact). ``beta`` does not enter: this is
         the true bound on ``log p(x)``. ``eps`` of shape (N, K) fixes the noise
-        for one sample.
+        for one sample. A conditional model bounds ``log p(x|y)``.
         """
         n_samples = check_positive("n_samples", n_samples, integer=True)
         x = self._batch(x)
-        mu, logvar = self._encode(x)
+        onehot = self.one_hot(y, x.shape[0])
+        mu, logvar = self._encode(x, onehot)
         kl = kl_per_dimension(mu, logvar)[0].sum(axis=1)
         rec = 0
         for s in range(n_samples):
             z = self._sampler.forward(mu, logvar, self._eps(eps if s == 0 else None, x.shape[0], self.eval_rng_))
-            rec = rec + self._nll(x, *self._decode(z))[0]
+            rec = rec + self._nll(x, *self._decode(z, onehot))[0]
         return -(rec / n_samples) - kl
 
-    def log_likelihood(self, x, n_samples=1000):
-        """Importance-weighted estimate of ``log p(x)`` per example (see :func:`minivae.evaluate.log_likelihood`)."""
+    def log_likelihood(self, x, n_samples=1000, y=None):
+        """Importance-weighted estimate of ``log p(x)`` (``log p(x|y)``) per example (see :func:`minivae.evaluate.log_likelihood`)."""
         from .evaluate import log_likelihood
-        return log_likelihood(self, x, n_samples)
+        return log_likelihood(self, x, n_samples, y=y)
 
     def fit(self, x, epochs=10, **options):
         """Train on ``x`` (N, D) with minibatch Adam or SGD; returns ``self``. See :func:`minivae.training.fit`."""
@@ -469,12 +511,13 @@ class VAE:
         return load(path, backend=backend)
 
 
-def param_shapes(input_dim, hidden_dims, latent_dim, learned_variance=False):
+def param_shapes(input_dim, hidden_dims, latent_dim, learned_variance=False, n_classes=0):
     """Name -> shape of every parameter of a VAE with this structure, in forward order.
 
     The encoder is ``input_dim -> hidden_dims... -> (mu, logvar)``; the decoder
     mirrors it, with a second output head ``decoder.logvar`` when the
-    Gaussian's variance is learned.
+    Gaussian's variance is learned. A conditional model's first encoder and
+    decoder layers read ``n_classes`` more inputs, the one-hot label.
     """
     shapes = {}
 
@@ -482,12 +525,12 @@ def param_shapes(input_dim, hidden_dims, latent_dim, learned_variance=False):
         shapes[f"{prefix}.W"] = (fan_in, fan_out)
         shapes[f"{prefix}.b"] = (fan_out,)
 
-    enc = (input_dim, *hidden_dims)
+    enc = (input_dim + n_classes, *hidden_dims)
     for i, (a, b) in enumerate(zip(enc[:-1], enc[1:])):
         dense(f"encoder.{i}", a, b)
     dense("encoder.mu", enc[-1], latent_dim)
     dense("encoder.logvar", enc[-1], latent_dim)
-    dec = (latent_dim, *reversed(hidden_dims))
+    dec = (latent_dim + n_classes, *reversed(hidden_dims))
     for i, (a, b) in enumerate(zip(dec[:-1], dec[1:])):
         dense(f"decoder.{i}", a, b)
     dense("decoder.out", dec[-1], input_dim)

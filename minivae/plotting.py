@@ -98,12 +98,27 @@ def plot_kl_per_dim(kl, active=None):
     return fig
 
 
-def plot_reconstructions(model, x, n=10, shape=None):
-    """Inputs (top row) above their reconstructions (bottom row)."""
+def plot_reconstructions(model, x, n=10, shape=None, y=None):
+    """Inputs (top row) above their reconstructions (bottom row); ``y``: a conditional model's labels of ``x``."""
     x = to_numpy(x)[:n]
     shape = shape or image_shape(x.shape[1])
-    recon = to_numpy(model.reconstruct(x))
+    recon = to_numpy(model.reconstruct(x, None if y is None else np.asarray(y)[:n]))
     return _image_figure(tile(np.concatenate([x, recon]), len(x), shape), "inputs (top) and reconstructions (bottom)")
+
+
+def plot_class_grid(model, n_styles=8, shape=None):
+    """A conditional model's samples: one row per class, one column per ``z ~ N(0, I)``, shared down the column.
+
+    Each column decodes the same ``z`` under every label, so what stays the
+    same down a column (thickness, slant, size) is what ``z`` holds.
+    """
+    if model.n_classes is None:
+        raise ValueError("a class grid needs a conditional model (VAE(..., n_classes=...))")
+    C = model.n_classes
+    z = model.eval_rng_.standard_normal((n_styles, model.latent_dim))
+    images = to_numpy(model.decode(np.tile(z, (C, 1)), y=np.repeat(np.arange(C), n_styles)))
+    return _image_figure(tile(images, n_styles, shape or image_shape(model.input_dim)),
+                         "one row per class; each column one z, shared", width=0.6 * n_styles + 1)
 
 
 def plot_samples(model, n=64, shape=None):
@@ -114,12 +129,14 @@ def plot_samples(model, n=64, shape=None):
 
 
 def plot_latent(model, x, labels, batch_size=1000):
-    """The posterior means ``mu`` coloured by label.
+    """The posterior means ``mu`` coloured by label (a conditional model's encoder reads the labels too).
 
     Two latent dimensions are shown as they are; more are projected onto the
     first two principal directions of ``mu``; one is drawn against the label.
     """
-    mu = np.concatenate([to_numpy(model.encode(x[i:i + batch_size])[0]) for i in range(0, len(x), batch_size)])
+    given = None if model.n_classes is None else np.asarray(labels)
+    mu = np.concatenate([to_numpy(model.encode(x[i:i + batch_size], None if given is None else given[i:i + batch_size])[0])
+                         for i in range(0, len(x), batch_size)])
     xlabel, ylabel = "z[0]", "z[1]"
     if mu.shape[1] == 1:
         mu = np.column_stack([mu[:, 0], to_numpy(labels)])

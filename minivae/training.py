@@ -46,7 +46,7 @@ class DivergedError(FloatingPointError):
 
 def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validation=None,
         progress=True, binarize=None, warmup_epochs=0, free_bits=0.0, eval_batch_size=1000, objective="elbo",
-        n_samples=1):
+        n_samples=1, y=None):
     """Train ``model`` on ``x`` by minibatch gradient descent on the negative ELBO; returns ``model``.
 
     Parameters
@@ -62,6 +62,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     validation : (M, D) array, optional
         Its mean ELBO is recorded after every epoch (with noise from the
         model's evaluation stream, so validating does not change training).
+        For a conditional model, ``(x_val, y_val)``.
     progress : bool
         Show a progress bar (a widget in notebooks) with the running loss.
     binarize : None or "dynamic"
@@ -79,6 +80,8 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
         that bound, and ``reconstruction`` and ``kl`` are per-sample averages.
     n_samples : int
         Samples of ``z`` per example and step, for ``"iwae"``.
+    y : (N,) integer labels
+        The classes of ``x``, for a conditional model (``VAE(n_classes=...)``).
 
     Each epoch appends a row to ``model.history_``: ``epoch``, ``loss``,
     ``reconstruction``, ``kl``, ``kl_weight``, ``val_elbo`` (None without
@@ -102,11 +105,17 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     if binarize is not None:
         check_choice("binarize", binarize, ("dynamic",))
     x = model._batch(x, name="x")
+    onehot = model.one_hot(y, x.shape[0])
     caveat = model.likelihood_.caveat(x)
     if caveat:
         warnings.warn(caveat, UserWarning, stacklevel=3)
+    validation_y = None
+    if isinstance(validation, tuple) and model.n_classes is not None:
+        validation, validation_y = validation
     if validation is not None:
         validation = model._batch(validation, name="validation")
+        model.one_hot(validation_y, validation.shape[0], name="the validation labels")
+    labels = {"train": None if y is None else np.asarray(y), "validation": validation_y}
     n = x.shape[0]
     steps = math.ceil(n / batch_size)
     place = _resume_place(model, n, batch_size)
@@ -136,7 +145,8 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
                             idx = perm[step * batch_size:(step + 1) * batch_size]
                             with threads.step():
                                 loss, rec, kl = _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch,
-                                                      step, lr, snapshot.saved, n_samples if objective == "iwae" else 0)
+                                                      step, lr, snapshot.saved, n_samples if objective == "iwae" else 0,
+                                                      onehot)
                             totals += len(idx) * np.array([loss, rec, kl])
                             place["step"] = step + 1
                         except BaseException:
@@ -150,7 +160,8 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
                 if place["step"] < steps:
                     break
                 with threads.chosen():
-                    _end_epoch(model, epoch, n, totals, kl_weight, place["seconds"], validation, x, eval_batch_size)
+                    _end_epoch(model, epoch, n, totals, kl_weight, place["seconds"], validation, x, eval_batch_size,
+                               labels)
                 place = None
                 if stops.signal:
                     break
@@ -169,12 +180,14 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     return model
 
 
-def _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr, saved, iw_samples=0):
+def _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr, saved, iw_samples=0, onehot=None):
     """One minibatch: forward, backward and the optimiser's update; raises DivergedError on a non-finite result.
 
     ``iw_samples > 0`` steps on the importance-weighted bound with that many samples, else on the ELBO.
     """
-    xb = x[model.xp.asarray(idx)]  # (B, D) gather on the model's device
+    rows = model.xp.asarray(idx)
+    xb = x[rows]  # (B, D) gather on the model's device
+    yb = None if onehot is None else onehot[rows]
     if binarize == "dynamic":
         xb = _bernoulli(model, xb)
     shape = (iw_samples, len(idx), model.latent_dim) if iw_samples else (len(idx), model.latent_dim)
@@ -183,9 +196,9 @@ def _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr, s
     # overflow is checked for below and reported as a DivergedError, so NumPy need not warn of it
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if iw_samples:
-            loss, rec, kl = model._iwae_forward_backward(xb, eps)
+            loss, rec, kl = model._iwae_forward_backward(xb, eps, yb)
         else:
-            loss, rec, kl = model._forward_backward(xb, eps, kl_weight, free_bits)
+            loss, rec, kl = model._forward_backward(xb, eps, kl_weight, free_bits, yb)
         if not (math.isfinite(loss) and _finite(model.flat_grads)):
             bad = f"the loss became {loss}"
         else:
@@ -201,12 +214,16 @@ def _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr, s
     return loss, rec, kl
 
 
-def _end_epoch(model, epoch, n, totals, kl_weight, seconds, validation, x, eval_batch_size):
+def _end_epoch(model, epoch, n, totals, kl_weight, seconds, validation, x, eval_batch_size, labels):
     row = dict(zip(("loss", "reconstruction", "kl"), (totals / n).tolist()))
     row.update(epoch=epoch + 1, kl_weight=kl_weight, seconds=seconds,
-               val_elbo=mean_elbo(model, validation, eval_batch_size) if validation is not None else None)
-    probe = validation if validation is not None else x[:eval_batch_size]
-    kl_dims, active, _ = latent_diagnostics(model, probe)
+               val_elbo=mean_elbo(model, validation, eval_batch_size, labels["validation"])
+               if validation is not None else None)
+    if validation is not None:
+        probe, probe_y = validation, labels["validation"]
+    else:
+        probe, probe_y = x[:eval_batch_size], None if labels["train"] is None else labels["train"][:eval_batch_size]
+    kl_dims, active, _ = latent_diagnostics(model, probe, y=probe_y)
     row.update(active_units=active, kl_per_dim=kl_dims.tolist())
     model.history_.append(row)
 
@@ -306,14 +323,14 @@ class StopRequests:
         return False
 
 
-def mean_elbo(model, x, batch_size=1000):
-    """Mean per-example ELBO over ``x`` in nats, computed in batches."""
+def mean_elbo(model, x, batch_size=1000, y=None):
+    """Mean per-example ELBO over ``x`` in nats, computed in batches (``y``: a conditional model's labels)."""
     batch_size = check_positive("batch_size", batch_size, integer=True)
     if len(x) == 0:
         raise ValueError("x is empty; the mean ELBO needs at least one example")
     total = 0.0
     for i in range(0, x.shape[0], batch_size):
-        total += float(model.elbo(x[i:i + batch_size]).sum())
+        total += float(model.elbo(x[i:i + batch_size], y=None if y is None else np.asarray(y)[i:i + batch_size]).sum())
     return total / x.shape[0]
 
 

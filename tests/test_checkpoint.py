@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from minivae import VAE, checkpoint, to_numpy
+from minivae import VAE, checkpoint, load_digits, to_numpy
 
 
 def trained(backend="numpy", **kwargs):
@@ -309,3 +309,17 @@ def test_a_format_1_checkpoint_still_loads(tmp_path):
     assert np.array_equal(loaded.flat_params, model.flat_params) and loaded.history_ == model.history_
     assert loaded.optimizer_.hyperparameters() == model.optimizer_.hyperparameters()
     assert loaded.rng_.bit_generator.state == model.rng_.bit_generator.state
+
+
+def test_a_conditional_model_saves_and_resumes(tmp_path):
+    x, y = load_digits("train")
+    x, y = x[:200], y[:200]
+    model = VAE(64, hidden_dims=(16,), latent_dim=2, likelihood="binomial", trials=16, n_classes=10, seed=0)
+    model.fit(x, epochs=2, batch_size=50, progress=False, y=y)
+    model.save(tmp_path / "c.npz")
+    loaded = VAE.load(tmp_path / "c.npz")
+    assert loaded.n_classes == 10 and np.array_equal(to_numpy(loaded.flat_params), to_numpy(model.flat_params))
+    np.testing.assert_array_equal(loaded.decode(np.zeros((1, 2)), y=3), model.decode(np.zeros((1, 2)), y=3))
+    straight = VAE.load(tmp_path / "c.npz").fit(x, epochs=1, batch_size=50, progress=False, y=y)
+    model.fit(x, epochs=1, batch_size=50, progress=False, y=y)
+    assert np.array_equal(to_numpy(straight.flat_params), to_numpy(model.flat_params))

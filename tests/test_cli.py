@@ -189,3 +189,18 @@ def test_train_on_the_importance_weighted_bound(tmp_path, capsys):
         assert main(args + bad) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_conditional_model_draws_the_class_it_is_asked_for(tmp_path, capsys):
+    out = tmp_path / "cvae"
+    assert main(["train", "--conditional", "--epochs", "2", "--out", str(out), "--no-progress", "--hidden", "16"]) == 0
+    assert (out / "class_grid.png").stat().st_size > 0 and not (out / "samples.png").exists()
+    assert "test log p(x|y), K=1000" in capsys.readouterr().out
+    checkpoint = str(out / "model.npz")
+    assert VAE.load(checkpoint).n_classes == 10
+    for extra in (["--label", "3"], []):
+        assert main(["sample", "--checkpoint", checkpoint, "--out", str(tmp_path / "s.png"), *extra]) == 0
+    assert main(["sample", "--checkpoint", checkpoint, "--label", "12", "--out", str(tmp_path / "t.png")]) == 2
+    assert "0..9" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", checkpoint, "--samples", "10", "--limit", "20"]) == 0
+    assert "log p(x|y)" in capsys.readouterr().out

@@ -1,5 +1,7 @@
 """The whole VAE: every parameter's gradient against finite differences, on every backend."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -221,3 +223,54 @@ def test_fit_trains_on_the_iwae_bound_and_refuses_what_does_not_apply(rng):
         VAE(64, hidden_dims=(8,), latent_dim=2, beta=0.5).fit((x > 0.5) * 1.0, epochs=1, objective="iwae", n_samples=2)
     with pytest.raises(ValueError, match=r"shape \(3, 4, 4\)"):
         model.loss_and_grads(x[:4], rng.standard_normal((4, 4)), objective="iwae", n_samples=3)
+
+
+# ---------------------------------------------------------------- the conditional VAE
+@pytest.mark.parametrize("hidden_dims", DEPTHS, ids=["linear", "two-hidden"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["bernoulli", "gaussian-fixed", "gaussian-learned"])
+def test_conditional_gradients_match_finite_differences(config, hidden_dims, backend, rng):
+    model = tiny(backend, hidden_dims, n_classes=4, **config)
+    x, eps = data(rng, n=5)
+    y = rng.integers(0, 4, 5)
+    assert check_gradients(model, x, eps, y=y).max_error < 1e-7
+    iw = check_gradients(model, x, rng.standard_normal((3, 5, 3)), y=y, objective="iwae", n_samples=3)
+    assert iw.max_error < 1e-7, str(iw)
+
+
+def test_the_label_is_an_input_of_both_encoder_and_decoder(rng):
+    model = tiny(hidden_dims=(5,), n_classes=4)
+    assert model.params["encoder.0.W"].shape == (6 + 4, 5) and model.params["decoder.0.W"].shape == (3 + 4, 5)
+    x, _ = data(rng)
+    mu0, mu1 = model.encode(x, y=0)[0], model.encode(x, y=1)[0]
+    z = rng.standard_normal((4, 3))
+    assert not np.allclose(mu0, mu1) and not np.allclose(model.decode(z, y=0), model.decode(z, y=1))
+    assert model.sample(6, y=2).shape == (6, 6) and model.sample(4, y=[0, 1, 2, 3], mean=False).shape == (4, 6)
+
+
+@pytest.mark.parametrize("y, message", [(None, "pass y"), ([0, 1], "4 whole-number labels"), (7, "0..3"),
+                                        ([0.5, 1, 2, 3], "whole-number"), (-1, "0..3")])
+def test_conditional_labels_are_checked(rng, y, message):
+    model = tiny(n_classes=4)
+    x, _ = data(rng)
+    with pytest.raises(ValueError, match=message):
+        model.encode(x, y=y)
+
+
+def test_an_unconditional_model_refuses_labels(rng):
+    with pytest.raises(ValueError, match="no n_classes"):
+        tiny().sample(3, y=1)
+    with pytest.raises(ValueError, match="n_classes >= 2"):
+        tiny(n_classes=1)
+
+
+def test_conditional_samples_are_recognised_as_their_class():
+    # a 1-nearest-neighbour classifier on the training digits names the class of samples of p(x|y)
+    x, y = minivae.load_digits("train")
+    model = VAE(64, hidden_dims=(128,), latent_dim=4, likelihood="binomial", trials=16, n_classes=10, seed=0)
+    model.fit(x, epochs=60, batch_size=64, lr=2e-3, progress=False, y=y)
+    wanted = np.repeat(np.arange(10), 20)
+    samples = to_numpy(model.sample(len(wanted), y=wanted)).astype(np.float64)
+    nearest = ((samples[:, None, :] - x[None].astype(np.float64)) ** 2).sum(axis=2).argmin(axis=1)
+    rate = float((y[nearest] == wanted).mean())
+    se = math.sqrt(rate * (1 - rate) / len(wanted)) if 0 < rate < 1 else 1 / len(wanted)
+    assert rate - 0.1 > 4 * max(se, math.sqrt(0.1 * 0.9 / len(wanted)))  # far above chance (1 in 10)
