@@ -72,3 +72,13 @@ def test_what_cannot_be_coded_is_refused(trained):
             codec.encode(counts)
     with pytest.raises(ValueError, match="binomial or Bernoulli"):
         BitsBackCodec(minivae.VAE(64, hidden_dims=(8,), latent_dim=2, likelihood="gaussian"))
+
+
+def test_a_model_on_either_backend_codes_and_decodes(backend):
+    # the coder runs on the host and asks the model only for encode and decode
+    x, _ = load_digits("test")
+    counts = np.rint(x[:5] * 16).astype(np.int64)
+    model = minivae.VAE(64, hidden_dims=(16,), latent_dim=3, likelihood="binomial", trials=16, seed=0,
+                        backend=backend)
+    codec = BitsBackCodec(model, latent_precision=8, posterior_precision=16, pixel_precision=16)
+    assert np.array_equal(codec.decode(codec.encode(counts), 5), counts)
