@@ -204,3 +204,19 @@ def test_a_conditional_model_draws_the_class_it_is_asked_for(tmp_path, capsys):
     assert "0..9" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", checkpoint, "--samples", "10", "--limit", "20"]) == 0
     assert "log p(x|y)" in capsys.readouterr().out
+
+
+def test_compress_codes_the_test_split_and_gets_it_back(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "3", "--out", str(out), "--no-progress", "--hidden", "16", "--latent-dim", "3"]) == 0
+    capsys.readouterr()
+    message = tmp_path / "test.ans"
+    assert main(["compress", "--checkpoint", str(out / "model.npz"), "--limit", "40", "--out", str(message)]) == 0
+    text = capsys.readouterr().out
+    assert "every image decoded bit for bit: yes" in text and message.stat().st_size > 0
+    for label in ("bits-back ANS, message growth", "negative ELBO", "per-pixel histograms", "gzip -9", "initial bits"):
+        assert label in text
+    assert main(["train", "--conditional", "--epochs", "1", "--out", str(tmp_path / "c"), "--no-progress",
+                 "--hidden", "8"]) == 0
+    assert main(["compress", "--checkpoint", str(tmp_path / "c" / "model.npz")]) == 2
+    assert "unconditional" in capsys.readouterr().err
