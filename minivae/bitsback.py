@@ -19,6 +19,11 @@ trials, 1 for a Bernoulli model), coded with the model's ``p(x|z)``. Every
 distribution is quantised to integer frequencies (:func:`minivae.ans.quantize`).
 The encoder and decoder compute them the same way from the same inputs, one
 image at a time, so the decoded images equal the originals bit for bit.
+
+That needs both sides to compute the *same floats*: decode with the same
+checkpoint on the same backend and kind of machine that encoded. A GPU and a
+CPU, or two BLAS libraries, may round a matrix product differently, and one
+changed frequency garbles the rest of the message.
 """
 
 import math
