@@ -167,15 +167,16 @@ def test_a_stop_signal_ends_the_step_saves_and_resumes_bit_for_bit(digits, tmp_p
         assert signal.getsignal(signum) is usual_handler(signum)  # handlers put back
 
 
-def test_a_signal_the_process_ignores_stays_ignored(digits, monkeypatch):
-    # under nohup a hangup must not stop training
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+def test_a_signal_the_process_ignores_stays_ignored(digits, monkeypatch, signum):
+    # nohup ignores SIGHUP, and a shell starts background jobs with SIGINT ignored: training must not stop on them
     x = digits[0][:300]
-    with handled_as(signal.SIGHUP, signal.SIG_IGN):
+    with handled_as(signum, signal.SIG_IGN):
         model = small()
-        a_signal_at_step(model, monkeypatch, signal.SIGHUP, at=5)
+        a_signal_at_step(model, monkeypatch, signum, at=5)
         model.fit(x, epochs=2, batch_size=32, progress=False)
         assert model.stopped_by_ is None and len(model.history_) == 2
-        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signum) is signal.SIG_IGN
 
 
 def stop_and_resume(digits, tmp_path, monkeypatch, signum):
@@ -246,7 +247,8 @@ def test_a_second_ctrl_c_lets_the_step_in_flight_finish(digits, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(model, "_forward_backward", forward_backward)
-    model.fit(digits[0][:100], epochs=3, batch_size=20, progress=False)  # 5 steps an epoch
+    with handled_as(signal.SIGINT, signal.default_int_handler):  # as in a terminal, whatever this process inherited
+        model.fit(digits[0][:100], epochs=3, batch_size=20, progress=False)  # 5 steps an epoch
     assert model.stopped_by_ == "SIGINT" and model.optimizer_.t == 8
     assert len(model.history_) == 1 and model.partial_epoch_["step"] == 3
     assert np.all(np.isfinite(model.flat_params))
