@@ -3,8 +3,9 @@
 A notebook "catches" a bug when one of its cells fails (an assert, or an
 error) with the bug planted. A teaching notebook whose checks pass with a
 wrong library proves nothing, so every bug below must be caught by at least
-one notebook. This is slow (every notebook runs once per bug, about a quarter
-of an hour in all on two cores), so it is a script, not a test:
+one notebook. This is slow (every notebook runs once per bug: about a quarter
+of an hour on two cores with notebooks 00 to 09, and notebook 10 adds about a
+minute and a half per bug), so it is a script, not a test:
 
     python notebooks/mutations.py                 # every bug, every notebook
     python notebooks/mutations.py --bugs 1 5 7    # some of them
