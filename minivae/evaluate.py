@@ -33,7 +33,7 @@ def log_likelihood(model, x, n_samples=1000, max_rows=16384, y=None):
     """
     K = check_positive("n_samples", n_samples, integer=True)
     check_positive("max_rows", max_rows, integer=True)
-    x = model._batch(x)
+    x = model.checked_input(x)
     N = x.shape[0]
     onehot = model.one_hot(y, N)
     per_chunk = max(1, min(K, max_rows))
@@ -49,13 +49,13 @@ def _log_likelihood(model, x, K, per_chunk, rows, onehot):
     for i in range(0, N, rows):
         xb = x[i:i + rows]  # (B, D)
         yb = None if onehot is None else onehot[i:i + rows]
-        mu, logvar = model._encode(xb, yb)  # (B, L)
+        mu, logvar = model.encoder_forward(xb, yb)  # (B, L)
         B = xb.shape[0]
         m = xp.full((B,), -xp.inf, dtype=model.dtype)  # running max of log w
         s = xp.zeros((B,), dtype=model.dtype)  # running sum of exp(log w - m)
         for start in range(0, K, per_chunk):
             c = min(per_chunk, K - start)
-            eps = model._draw_normal((B, c, model.latent_dim), model.eval_rng_)
+            eps = model.draw_normal((B, c, model.latent_dim), model.eval_rng_)
             z = mu[:, None, :] + xp.exp(0.5 * logvar)[:, None, :] * eps  # (B, c, L)
             log_w = _log_weights(model, xb, z, mu, logvar, yb)  # (B, c)
             m_new = xp.maximum(m, log_w.max(axis=1))
@@ -100,9 +100,9 @@ def _log_weights(model, x, z, mu, logvar, onehot=None):
     """``log p(x|z) + log p(z) - log q(z|x)`` for z of shape (B, c, L); returns (B, c)."""
     B, c, L = z.shape
     labels = None if onehot is None else model.xp.repeat(onehot, c, axis=0)  # row b*c + j is example b
-    out, dec_logvar = model._decode(z.reshape(B * c, L), labels)
+    out, dec_logvar = model.decoder_forward(z.reshape(B * c, L), labels)
     x_rep = model.xp.repeat(x, c, axis=0)  # (B*c, D), row b*c + j is example b
-    log_px_z = -model._nll(x_rep, out, dec_logvar)[0].reshape(B, c)
+    log_px_z = -model.nll(x_rep, out, dec_logvar)[0].reshape(B, c)
     log_pz = -0.5 * ((z * z).sum(axis=-1) + L * LOG_2PI)
     log_qz = gaussian_log_density(z, mu[:, None, :], logvar[:, None, :])
     return log_px_z + log_pz - log_qz
@@ -121,7 +121,7 @@ def _linear_gaussian_parts(model):
 def exact_log_likelihood(model, x):
     """Exact ``log p(x)`` per example for a linear-Gaussian model: ``x ~ N(b, W^T W + std^2 I)``."""
     W, b, std = _linear_gaussian_parts(model)
-    x = to_numpy(model._batch(x)).astype(np.float64)
+    x = to_numpy(model.checked_input(x)).astype(np.float64)
     D = x.shape[1]
     cov = W.T @ W + std**2 * np.eye(D)  # (D, D)
     chol = np.linalg.cholesky(cov)
@@ -137,8 +137,8 @@ def linear_gaussian_elbo(model, x):
     ``E_q[log p(x|z)] = -(that) / (2 std^2) - D log std - D log(2 pi) / 2``.
     """
     W, b, std = _linear_gaussian_parts(model)
-    x = model._batch(x)
-    mu, logvar = (to_numpy(a).astype(np.float64) for a in model._encode(x))
+    x = model.checked_input(x)
+    mu, logvar = (to_numpy(a).astype(np.float64) for a in model.encoder_forward(x))
     x = to_numpy(x).astype(np.float64)
     D = x.shape[1]
     sq = ((x - mu @ W - b) ** 2).sum(1) + np.exp(logvar) @ (W * W).sum(1)
@@ -177,11 +177,11 @@ def latent_diagnostics(model, x, threshold=0.01, batch_size=1000, y=None):
     A conditional model needs the labels ``y``.
     """
     check_positive("batch_size", batch_size, integer=True)
-    x = model._batch(x)
+    x = model.checked_input(x)
     onehot = model.one_hot(y, x.shape[0])
     kl_total, means = 0, []
     for i in range(0, x.shape[0], batch_size):
-        mu, logvar = model._encode(x[i:i + batch_size], None if onehot is None else onehot[i:i + batch_size])
+        mu, logvar = model.encoder_forward(x[i:i + batch_size], None if onehot is None else onehot[i:i + batch_size])
         kl_total = kl_total + kl_per_dimension(mu, logvar)[0].sum(axis=0)
         means.append(to_numpy(mu))
     variances = np.concatenate(means).astype(np.float64).var(axis=0)

@@ -185,14 +185,18 @@ class VAE:
                 f"backend={self.backend!r}, params={self.n_params:,})")
 
     # ------------------------------------------------------------------ forward pieces
-    def _encode(self, x, onehot=None):
+    # encoder_forward, decoder_forward, nll, forward_backward, iwae_forward_backward and draw_normal are the
+    # building blocks that the training loop and minivae.evaluate share. They take arrays already checked
+    # (checked_input) and on the model's device, and check nothing themselves; the public methods below
+    # (encode, decode, loss_and_grads, ...) check their inputs first.
+    def encoder_forward(self, x, onehot=None):
         """``x`` (N, D) (and a conditional model's one-hot labels (N, C)) -> ``mu``, ``logvar`` (N, K)."""
         h = x if onehot is None else self.xp.concatenate([x, onehot], axis=1)  # (N, D + C)
         for dense, act in self._encoder:
             h = act.forward(dense.forward(h))  # (N, H_i)
         return self._mu_head.forward(h), self._logvar_head.forward(h)
 
-    def _decode(self, z, onehot=None):
+    def decoder_forward(self, z, onehot=None):
         """``z`` (N, K) (and one-hot labels) -> decoder output (N, D) (logits or mean) and the learned logvar or None."""
         h = z if onehot is None else self.xp.concatenate([z, onehot], axis=1)  # (N, K + C)
         for dense, act in self._decoder:
@@ -201,7 +205,7 @@ class VAE:
         logvar = self._dec_logvar.forward(h) if self.learned_variance else None
         return out, logvar
 
-    def _nll(self, x, out, dec_logvar):
+    def nll(self, x, out, dec_logvar):
         """``-log p(x|z)`` per example and its gradients w.r.t. the decoder's outputs."""
         return self.likelihood_.nll(x, out, dec_logvar)
 
@@ -227,7 +231,7 @@ class VAE:
             dense, act = self._encoder[i]
             dh = dense.backward(act.backward(dh), need_dx=i > 0)
 
-    def _forward_backward(self, x, eps, kl_weight=None, free_bits=0.0, onehot=None):
+    def forward_backward(self, x, eps, kl_weight=None, free_bits=0.0, onehot=None):
         """One pass over a checked batch: returns ``(loss, rec, kl)`` and fills ``flat_grads``.
 
         ``loss = mean_n [ -log p(x_n|z_n) ] + kl_weight * KL``, where KL is the
@@ -241,10 +245,10 @@ class VAE:
         w = self.beta if kl_weight is None else kl_weight
 
         # forward: x -> (mu, logvar) -> z -> p(x|z)
-        mu, logvar = self._encode(x, onehot)  # (N, K) each
+        mu, logvar = self.encoder_forward(x, onehot)  # (N, K) each
         z = self._sampler.forward(mu, logvar, eps)  # (N, K)
-        out, dec_logvar = self._decode(z, onehot)  # (N, D)
-        rec, dout, ddec_logvar = self._nll(x, out, dec_logvar)  # (N,), (N, D)
+        out, dec_logvar = self.decoder_forward(z, onehot)  # (N, D)
+        rec, dout, ddec_logvar = self.nll(x, out, dec_logvar)  # (N,), (N, D)
         kl_dims, dmu_kl, dlogvar_kl = kl_per_dimension(mu, logvar)  # (N, K) each
         rec_mean = float(rec.mean())
         kl_mean = float(kl_dims.sum(axis=1).mean())
@@ -269,7 +273,7 @@ class VAE:
         self._encode_backward(dmu, dlogvar)
         return loss, rec_mean, kl_mean
 
-    def _iwae_forward_backward(self, x, eps, onehot=None):
+    def iwae_forward_backward(self, x, eps, onehot=None):
         """The K-sample importance-weighted bound (Burda et al., 2016) over a checked batch; fills ``flat_grads``.
 
         ``eps`` is (K, N, L). Returns ``(loss, rec, kl)``: ``loss`` is minus the
@@ -292,11 +296,11 @@ class VAE:
         """
         xp = self.xp
         K, N, L = eps.shape
-        mu, logvar = self._encode(x, onehot)  # (N, L) each
+        mu, logvar = self.encoder_forward(x, onehot)  # (N, L) each
         z = self._sampler.forward(mu[None], logvar[None], eps)  # (K, N, L)
         labels = None if onehot is None else xp.concatenate([onehot] * K)
-        out, dec_logvar = self._decode(z.reshape(K * N, L), labels)  # row k N + n is example n
-        rec, dout, ddec_logvar = self._nll(xp.concatenate([x] * K), out, dec_logvar)  # (K N,), (K N, D)
+        out, dec_logvar = self.decoder_forward(z.reshape(K * N, L), labels)  # row k N + n is example n
+        rec, dout, ddec_logvar = self.nll(xp.concatenate([x] * K), out, dec_logvar)  # (K N,), (K N, D)
         rec = rec.reshape(K, N)
         log_pz = -0.5 * ((z * z).sum(axis=2) + L * LOG_2PI)  # (K, N)
         log_qz = -0.5 * ((logvar[None] + eps * eps).sum(axis=2) + L * LOG_2PI)  # (K, N)
@@ -321,7 +325,8 @@ class VAE:
         return loss, float(rec.mean()), float((log_qz - log_pz).mean())
 
     # ------------------------------------------------------------------ checked inputs
-    def _batch(self, x, name="x"):
+    def checked_input(self, x, name="x"):
+        """``x`` as an (N, D) array on the model's device and in its dtype, after checking it fits the likelihood."""
         a = as_batch(x, self.xp, self.dtype, self.input_dim, name=name, unit_interval=self.likelihood_.unit_interval,
                      what=f"the {self.likelihood_.title} likelihood")
         self.likelihood_.check(a, name)
@@ -357,16 +362,18 @@ class VAE:
     def _eps(self, eps, n, rng=None):
         """Check an injected noise array, or draw ``eps ~ N(0, I)`` of shape (n, K) from ``rng`` (default ``rng_``)."""
         if eps is None:
-            return self._draw_normal((n, self.latent_dim), rng)
+            return self.draw_normal((n, self.latent_dim), rng)
         eps = self._latents(eps, name="eps")
         if eps.shape[0] != n:
             raise ValueError(f"eps has {eps.shape[0]} rows but x has {n}; pass eps of shape ({n}, {self.latent_dim})")
         return eps
 
-    def _draw_normal(self, shape, rng=None):
-        # Noise is drawn on the host from a seeded generator (training's, unless
-        # told otherwise) and then moved: NumPy and CuPy runs with the same seed
-        # see the same eps.
+    def draw_normal(self, shape, rng=None):
+        """Standard normal noise of ``shape`` on the model's device, from ``rng`` (default: training's ``rng_``).
+
+        It is drawn on the host from the seeded generator and then moved, so
+        NumPy and CuPy runs with the same seed see the same ``eps``.
+        """
         rng = self.rng_ if rng is None else rng
         return self.xp.asarray(rng.standard_normal(shape, dtype=self.dtype))
 
@@ -406,12 +413,12 @@ class VAE:
             kl_weight = check_positive("kl_weight", kl_weight, allow_zero=True)
         free_bits = check_positive("free_bits", free_bits, allow_zero=True)
         K = self.check_objective(objective, n_samples, kl_weight=kl_weight, free_bits=free_bits)
-        x = self._batch(x)
+        x = self.checked_input(x)
         onehot = self.one_hot(y, x.shape[0])
         if objective == "iwae":
-            loss, _, _ = self._iwae_forward_backward(x, self._samples_eps(eps, K, x.shape[0]), onehot)
+            loss, _, _ = self.iwae_forward_backward(x, self._samples_eps(eps, K, x.shape[0]), onehot)
         else:
-            loss, _, _ = self._forward_backward(x, self._eps(eps, x.shape[0]), kl_weight, free_bits, onehot)
+            loss, _, _ = self.forward_backward(x, self._eps(eps, x.shape[0]), kl_weight, free_bits, onehot)
         return loss, {name: g.copy() for name, g in self._grads.items()}
 
     def check_objective(self, objective, n_samples, kl_weight=None, free_bits=0.0, warmup_epochs=0):
@@ -432,7 +439,7 @@ class VAE:
     def _samples_eps(self, eps, K, n):
         """Check injected noise of shape (K, n, L), or draw it from ``rng_``."""
         if eps is None:
-            return self._draw_normal((K, n, self.latent_dim))
+            return self.draw_normal((K, n, self.latent_dim))
         eps = self.xp.asarray(eps, dtype=self.dtype)
         if eps.shape != (K, n, self.latent_dim) or not bool(self.xp.isfinite(eps).all()):
             raise ValueError(f"eps for the {K}-sample bound must be finite, of shape ({K}, {n}, {self.latent_dim}); "
@@ -441,13 +448,13 @@ class VAE:
 
     def encode(self, x, y=None):
         """The posterior ``q(z|x)`` (``q(z|x, y)`` for a conditional model): ``(mu, logvar)``, each (N, K)."""
-        x = self._batch(x)
-        return self._encode(x, self.one_hot(y, x.shape[0]))
+        x = self.checked_input(x)
+        return self.encoder_forward(x, self.one_hot(y, x.shape[0]))
 
     def decode(self, z, y=None):
         """The mean ``E[x|z]`` of ``p(x|z)`` (or ``p(x|z, y)``), (N, D): pixel probabilities for the Bernoulli, and so on."""
         z = self._latents(z)
-        out, logvar = self._decode(z, self.one_hot(y, z.shape[0]))
+        out, logvar = self.decoder_forward(z, self.one_hot(y, z.shape[0]))
         return self.likelihood_.mean(out, logvar)
 
     def reconstruct(self, x, y=None):
@@ -464,8 +471,8 @@ class VAE:
         """
         n = check_positive("n", n, integer=True)
         onehot = self.one_hot(y, n)
-        z = self._draw_normal((n, self.latent_dim), self.eval_rng_)
-        out, logvar = self._decode(z, onehot)
+        z = self.draw_normal((n, self.latent_dim), self.eval_rng_)
+        out, logvar = self.decoder_forward(z, onehot)
         if mean:
             return self.likelihood_.mean(out, logvar)
         return self.likelihood_.sample(out, logvar, self.eval_rng_)
@@ -479,14 +486,14 @@ class VAE:
         for one sample. A conditional model bounds ``log p(x|y)``.
         """
         n_samples = check_positive("n_samples", n_samples, integer=True)
-        x = self._batch(x)
+        x = self.checked_input(x)
         onehot = self.one_hot(y, x.shape[0])
-        mu, logvar = self._encode(x, onehot)
+        mu, logvar = self.encoder_forward(x, onehot)
         kl = kl_per_dimension(mu, logvar)[0].sum(axis=1)
         rec = 0
         for s in range(n_samples):
             z = self._sampler.forward(mu, logvar, self._eps(eps if s == 0 else None, x.shape[0], self.eval_rng_))
-            rec = rec + self._nll(x, *self._decode(z, onehot))[0]
+            rec = rec + self.nll(x, *self.decoder_forward(z, onehot))[0]
         return -(rec / n_samples) - kl
 
     def log_likelihood(self, x, n_samples=1000, y=None):

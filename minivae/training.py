@@ -104,7 +104,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     n_samples = model.check_objective(objective, n_samples, free_bits=free_bits, warmup_epochs=warmup_epochs)
     if binarize is not None:
         check_choice("binarize", binarize, ("dynamic",))
-    x = model._batch(x, name="x")
+    x = model.checked_input(x, name="x")
     onehot = model.one_hot(y, x.shape[0])
     caveat = model.likelihood_.caveat(x)
     if caveat:
@@ -113,7 +113,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     if isinstance(validation, tuple) and model.n_classes is not None:
         validation, validation_y = validation
     if validation is not None:
-        validation = model._batch(validation, name="validation")
+        validation = model.checked_input(validation, name="validation")
         model.one_hot(validation_y, validation.shape[0], name="the validation labels")
     labels = {"train": None if y is None else np.asarray(y), "validation": validation_y}
     n = x.shape[0]
@@ -191,14 +191,14 @@ def _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr, s
     if binarize == "dynamic":
         xb = _bernoulli(model, xb)
     shape = (iw_samples, len(idx), model.latent_dim) if iw_samples else (len(idx), model.latent_dim)
-    eps = model._draw_normal(shape)
+    eps = model.draw_normal(shape)
     bad = None
     # overflow is checked for below and reported as a DivergedError, so NumPy need not warn of it
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if iw_samples:
-            loss, rec, kl = model._iwae_forward_backward(xb, eps, yb)
+            loss, rec, kl = model.iwae_forward_backward(xb, eps, yb)
         else:
-            loss, rec, kl = model._forward_backward(xb, eps, kl_weight, free_bits, yb)
+            loss, rec, kl = model.forward_backward(xb, eps, kl_weight, free_bits, yb)
         if not (math.isfinite(loss) and _finite(model.flat_grads)):
             bad = f"the loss became {loss}"
         else:

@@ -62,7 +62,7 @@ def test_resumed_training_is_bit_for_bit_identical(digits, tmp_path):
 def test_divergence_names_the_step_and_keeps_the_last_good_parameters(digits, monkeypatch):
     model = small()
     snapshots = []
-    real = model._forward_backward
+    real = model.forward_backward
 
     def failing(x, eps, *args):
         snapshots.append(model.flat_params.copy())
@@ -70,7 +70,7 @@ def test_divergence_names_the_step_and_keeps_the_last_good_parameters(digits, mo
             return math.nan, math.nan, math.nan
         return real(x, eps, *args)
 
-    monkeypatch.setattr(model, "_forward_backward", failing)
+    monkeypatch.setattr(model, "forward_backward", failing)
     with pytest.raises(DivergedError, match=r"epoch 2, step 2.*smaller learning rate"):
         model.fit(digits[0][:100], epochs=3, batch_size=20, progress=False)  # 5 steps per epoch
     assert np.array_equal(model.flat_params, snapshots[-1])  # untouched by the bad step
@@ -79,14 +79,14 @@ def test_divergence_names_the_step_and_keeps_the_last_good_parameters(digits, mo
 
 def test_a_non_finite_gradient_is_caught_too(digits, monkeypatch):
     model = small()
-    real = model._forward_backward
+    real = model.forward_backward
 
     def bad_gradient(x, eps, *args):
         out = real(x, eps, *args)
         model.flat_grads[3] = np.inf
         return out
 
-    monkeypatch.setattr(model, "_forward_backward", bad_gradient)
+    monkeypatch.setattr(model, "forward_backward", bad_gradient)
     before = model.flat_params.copy()
     with pytest.raises(DivergedError, match="epoch 1, step 1"):
         model.fit(digits[0][:50], epochs=1, progress=False)
@@ -95,7 +95,7 @@ def test_a_non_finite_gradient_is_caught_too(digits, monkeypatch):
 
 def test_ctrl_c_stops_cleanly(digits, monkeypatch):
     model = small()
-    real = model._forward_backward
+    real = model.forward_backward
     calls = []
 
     def interrupted(x, eps, *args):
@@ -104,7 +104,7 @@ def test_ctrl_c_stops_cleanly(digits, monkeypatch):
             raise KeyboardInterrupt
         return real(x, eps, *args)
 
-    monkeypatch.setattr(model, "_forward_backward", interrupted)
+    monkeypatch.setattr(model, "forward_backward", interrupted)
     returned = model.fit(digits[0][:100], epochs=5, batch_size=20, progress=False)
     assert returned is model and len(model.history_) == 1
     assert np.all(np.isfinite(to_numpy(model.elbo(digits[1][:10]))))
@@ -135,7 +135,7 @@ def test_sgd_also_trains(digits):
 
 def a_signal_at_step(model, monkeypatch, signum, at):
     """Send ``signum`` to this process during the ``at``-th step's forward pass, as a user's kill would."""
-    real, calls = model._forward_backward, []
+    real, calls = model.forward_backward, []
 
     def forward_backward(*args):
         calls.append(1)
@@ -143,7 +143,7 @@ def a_signal_at_step(model, monkeypatch, signum, at):
             os.kill(os.getpid(), signum)
         return real(*args)
 
-    monkeypatch.setattr(model, "_forward_backward", forward_backward)
+    monkeypatch.setattr(model, "forward_backward", forward_backward)
 
 
 @contextlib.contextmanager
@@ -237,7 +237,7 @@ def test_an_update_that_fails_half_way_is_wholly_undone(digits, monkeypatch):
 
 def test_a_second_ctrl_c_lets_the_step_in_flight_finish(digits, monkeypatch):
     model = small()
-    real, calls = model._forward_backward, []
+    real, calls = model.forward_backward, []
 
     def forward_backward(*args):
         calls.append(1)
@@ -246,7 +246,7 @@ def test_a_second_ctrl_c_lets_the_step_in_flight_finish(digits, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)
         return real(*args)
 
-    monkeypatch.setattr(model, "_forward_backward", forward_backward)
+    monkeypatch.setattr(model, "forward_backward", forward_backward)
     with handled_as(signal.SIGINT, signal.default_int_handler):  # as in a terminal, whatever this process inherited
         model.fit(digits[0][:100], epochs=3, batch_size=20, progress=False)  # 5 steps an epoch
     assert model.stopped_by_ == "SIGINT" and model.optimizer_.t == 8
