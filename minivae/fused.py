@@ -21,9 +21,14 @@ AVAILABLE = importlib.util.find_spec("numba") is not None
 _kernels = {}
 
 
+def requested():
+    """False when ``MINIVAE_FAST=0`` asks for the NumPy-style updates (on the CPU and the GPU alike)."""
+    return os.environ.get("MINIVAE_FAST", "1") != "0"
+
+
 def enabled():
     """True when numba is installed and ``MINIVAE_FAST`` is not ``"0"``."""
-    return AVAILABLE and os.environ.get("MINIVAE_FAST", "1") != "0"
+    return AVAILABLE and requested()
 
 
 def _compiled(fn):

@@ -7,12 +7,14 @@ backend as ``w`` the first time ``step`` sees it.
 
 Each update is written here in NumPy, the readable reference. With the
 ``fast`` extra installed (numba), NumPy arrays are updated by the compiled
-loops of :mod:`minivae.fused` instead, which give the same bits in one pass.
+loops of :mod:`minivae.fused` instead, and CuPy arrays by the CUDA kernels of
+:mod:`minivae.gpu_kernels`; both give the same bits in one pass.
+``MINIVAE_FAST=0`` forces the NumPy-style update on either backend.
 """
 
 import numpy as np
 
-from . import fused
+from . import fused, gpu_kernels
 from .backend import get_array_module, to_backend
 from .parallel import for_each_chunk
 from .validation import check_positive
@@ -132,11 +134,19 @@ class SGD(Optimizer):
     def step(self, w, dw, saved=None):
         """Update ``w`` in place from ``dw``; an :class:`UndoRecord` ``saved`` receives what it changes."""
         v = self._buffer("v", w) if self.momentum else w  # without momentum, v is never read
-        if fused.enabled() and get_array_module(w) is np:
+        xp = get_array_module(w, dw)
+        names = ("w", "v") if self.momentum else ("w",)  # what the update changes
+        if fused.requested() and xp is not np:  # one CUDA kernel (see minivae.gpu_kernels)
+            one = w.dtype.type
+            buffers = None if saved is None else saved.buffers(names, w)
+            gpu_kernels.sgd(w, dw, v, one(self.lr), one(self.momentum), buffers)
+            if saved is not None:
+                saved.complete = True
+        elif fused.enabled() and xp is np:
             one = w.dtype.type
             save = saved is not None
             if save:  # without momentum there is no v to save, and the kernel never reads saved_v
-                saved_w, *saved_v = saved.buffers(("w", "v") if self.momentum else ("w",), w)
+                saved_w, *saved_v = saved.buffers(names, w)
                 saved_v = saved_v[0] if saved_v else saved_w
             else:
                 saved_w = saved_v = w
@@ -210,12 +220,19 @@ class Adam(Optimizer):
         eps_hat = self.eps * c2
         flush = t % self.FLUSH_EVERY == 0
         tiny = np.finfo(w.dtype).tiny  # the smallest normal number
+        one = w.dtype.type  # each scalar in the arrays' precision, as NumPy casts it below
+        scalars = (one(b1), one(1 - b1), one(b2), one(1 - b2), one(lr_t), one(eps_hat), one(tiny), flush)
+        if fused.requested() and xp is not np:  # the same update as one CUDA kernel (see minivae.gpu_kernels)
+            buffers = None if saved is None else saved.buffers(("w", "m", "v"), w)
+            gpu_kernels.adam(w, dw, m, v, *scalars, saved=buffers)
+            if saved is not None:
+                saved.complete = True
+            self.t = t
+            return
         if fused.enabled() and xp is np:  # the same update, compiled into one pass (see minivae.fused)
-            one = w.dtype.type  # each scalar in the arrays' precision, as NumPy casts it below
             save = saved is not None
             buffers = saved.buffers(("w", "m", "v"), w) if save else (w, m, v)
-            fused.adam(w, dw, m, v, one(b1), one(1 - b1), one(b2), one(1 - b2), one(lr_t), one(eps_hat), one(tiny),
-                       flush, *buffers, save)
+            fused.adam(w, dw, m, v, *scalars, *buffers, save)
             if save:
                 saved.complete = True
             self.t = t

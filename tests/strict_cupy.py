@@ -14,7 +14,9 @@ Installed as ``sys.modules["cupy"]`` by the ``xp`` fixture, so minivae reaches
 it through its ordinary ``import cupy`` and ``get_array_module``.
 """
 
+import functools
 import operator
+import re
 import types
 
 import numpy as np
@@ -49,8 +51,31 @@ def _wrap(x):
     return x
 
 
+class Counts:
+    """What the code under test asked of the device: ``launches`` (kernels: each operation on device arrays)
+    and ``transfers`` (device-to-host reads, each a synchronisation on a GPU). Tests reset and read them."""
+
+    launches = 0
+    transfers = 0
+
+    @classmethod
+    def reset(cls):
+        cls.launches = cls.transfers = 0
+
+
+def _launch(result):
+    Counts.launches += 1
+    return result
+
+
+def _transfer(result):
+    Counts.transfers += 1
+    return result
+
+
 def _device_call(fn):
     def call(*args, **kwargs):
+        Counts.launches += 1
         return _wrap(fn(*_unwrap(args), **_unwrap(kwargs)))
 
     call.__name__ = getattr(fn, "__name__", "call")
@@ -78,18 +103,21 @@ class ndarray:
         raise TypeError(f"strict stand-in: numpy.{func.__name__} was called on a device array; use xp = get_array_module(...)")
 
     def get(self):
-        return self._a.copy()
+        return _transfer(self._a.copy())
 
     def __getattr__(self, name):
         if name.startswith("__"):  # never hand NumPy __array_interface__ and friends
             raise AttributeError(name)
         attr = getattr(self._a, name)
+        if name in ("tolist", "item"):
+            return lambda *args: _transfer(attr(*args))
         return _device_call(attr) if callable(attr) else _wrap(attr)
 
     def __getitem__(self, idx):
-        return _wrap(self._a[_unwrap(idx)])
+        return _launch(_wrap(self._a[_unwrap(idx)]))
 
     def __setitem__(self, idx, value):
+        Counts.launches += 1
         self._a[_unwrap(idx)] = _unwrap(value)
 
     def __len__(self):
@@ -99,13 +127,13 @@ class ndarray:
         return (_wrap(v) for v in self._a)
 
     def __float__(self):
-        return float(self._a)
+        return _transfer(float(self._a))
 
     def __int__(self):
-        return int(self._a)
+        return _transfer(int(self._a))
 
     def __bool__(self):
-        return bool(self._a)
+        return _transfer(bool(self._a))
 
     def __repr__(self):
         return f"strict_cupy.{self._a!r}"
@@ -115,17 +143,17 @@ class ndarray:
 
 
 def _binary(op):
-    return lambda self, other: _wrap(op(self._a, _unwrap(other)))
+    return lambda self, other: _launch(_wrap(op(self._a, _unwrap(other))))
 
 
 def _reflected(op):
-    return lambda self, other: _wrap(op(_unwrap(other), self._a))
+    return lambda self, other: _launch(_wrap(op(_unwrap(other), self._a)))
 
 
 def _inplace(op):
     def method(self, other):
         op(self._a, _unwrap(other))
-        return self
+        return _launch(self)
 
     return method
 
@@ -140,7 +168,7 @@ for _name, _op in [("add", operator.add), ("sub", operator.sub), ("mul", operato
 for _name in ("lt", "le", "gt", "ge", "eq", "ne"):
     setattr(ndarray, f"__{_name}__", _binary(getattr(operator, _name)))
 for _name, _op in [("neg", operator.neg), ("pos", operator.pos), ("abs", operator.abs), ("invert", operator.invert)]:
-    setattr(ndarray, f"__{_name}__", (lambda op: lambda self: _wrap(op(self._a)))(_op))
+    setattr(ndarray, f"__{_name}__", (lambda op: lambda self: _launch(_wrap(op(self._a))))(_op))
 ndarray.__hash__ = None
 
 
@@ -151,7 +179,7 @@ def _asarray(a, dtype=None, **kwargs):
 
 
 def _asnumpy(a, *args, **kwargs):
-    return a._a.copy() if isinstance(a, ndarray) else np.asarray(a)
+    return _transfer(a._a.copy()) if isinstance(a, ndarray) else np.asarray(a)
 
 
 def _wrap_module(numpy_module, name):
@@ -176,3 +204,68 @@ module.asnumpy = _asnumpy
 module.__version__ = "strict-stand-in"
 module.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
                                     Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None))
+
+
+class ElementwiseKernel:
+    """Runs a CUDA ``ElementwiseKernel`` body on the host, for the small subset of C that minivae's kernels use.
+
+    Statements are ``x = expr;``, ``x op= expr;`` (op one of ``+ - * /``) and
+    ``if (a && b) x = expr;``; expressions use arithmetic, comparisons,
+    ``sqrt`` and ``fabs``; ``//`` starts a comment. Each statement runs over
+    every element at once, which for element-wise code is what the GPU's
+    threads do one element each. Arithmetic is NumPy's in the arrays' dtype,
+    with each operation rounded on its own, as ``--fmad=false`` makes CUDA do.
+    Anything outside the subset raises, so a kernel the stand-in cannot run
+    fails its tests instead of passing them untried. Outputs must be passed
+    (minivae's kernels update arrays in place) and are written back at the end.
+    """
+
+    STATEMENT = re.compile(r"^(?:if \((?P<cond>[^;{}]+)\) )?(?P<name>\w+) (?P<op>[-+*/]?)= (?P<expr>[^;{}=]+)$")
+
+    def __init__(self, in_params, out_params, operation, name="kernel", options=(), **kwargs):
+        self.inputs = [p.split()[-1] for p in in_params.split(",")]
+        self.outputs = [p.split()[-1] for p in out_params.split(",")]
+        self.name, self.options = name, tuple(options)
+        self.program = []
+        for line in operation.splitlines():
+            line = line.split("//")[0].strip()
+            if not line:
+                continue
+            if not line.endswith(";"):
+                raise NotImplementedError(f"strict stand-in: kernel {name}: one statement a line, ending in ';': {line!r}")
+            match = self.STATEMENT.match(line[:-1].strip())
+            if match is None:
+                raise NotImplementedError(f"strict stand-in: kernel {name}: statement outside the subset: {line!r}")
+            self.program.append(match.groupdict())
+
+    @staticmethod
+    def _value(expr, env):
+        code = expr.replace("sqrt(", "_np.sqrt(").replace("fabs(", "_np.abs(")
+        return eval(code, {"__builtins__": {}, "_np": np}, env)
+
+    def __call__(self, *args):
+        if len(args) != len(self.inputs) + len(self.outputs):
+            raise TypeError(f"strict stand-in: kernel {self.name} takes {len(self.inputs)} inputs and its "
+                            f"{len(self.outputs)} outputs; got {len(args)} arguments")
+        arrays = [a for a in args if isinstance(a, ndarray)]
+        if any(a._a.shape != arrays[0]._a.shape or a._a.dtype != arrays[0]._a.dtype for a in arrays):
+            raise TypeError(f"strict stand-in: kernel {self.name}: arrays of different shapes or dtypes")
+        outs = args[len(self.inputs):]
+        if not all(isinstance(o, ndarray) for o in outs):
+            raise TypeError(f"strict stand-in: kernel {self.name}: outputs must be device arrays")
+        env = {name: _unwrap(a).copy() if isinstance(a, ndarray) else a for name, a in zip(self.inputs + self.outputs, args)}
+        for s in self.program:
+            value = self._value(s["expr"], env)
+            if s["op"]:
+                value = self._value(f"{s['name']} {s['op']} (__rhs)", {**env, "__rhs": value})
+            if s["cond"]:
+                cond = [self._value(part.strip(), env) for part in s["cond"].split("&&")]
+                value = np.where(functools.reduce(np.logical_and, cond), value, env[s["name"]])
+            env[s["name"]] = np.asarray(value, dtype=arrays[0]._a.dtype)
+        for name, out in zip(self.outputs, outs):
+            out._a[...] = env[name]
+        Counts.launches += 1
+
+
+module.ElementwiseKernel = ElementwiseKernel
+module.counts = Counts

@@ -1,5 +1,6 @@
 """Optimisers against their update rules written out step by step."""
 
+import sys
 import threading
 
 import numpy as np
@@ -199,3 +200,60 @@ def test_a_step_saves_what_it_changes(path, make, rng):
     assert saved.complete and np.array_equal(saved.arrays["w"], before[0]) and not np.array_equal(w, before[0])
     for name, value in before[1].items():
         assert np.array_equal(saved.arrays[name], value), name
+
+
+@pytest.fixture(params=["strict", "cupy"])
+def device(request, monkeypatch):
+    """A GPU array module: the strict stand-in (which runs the kernels' C on the host), then real CuPy if present."""
+    if request.param == "strict":
+        import strict_cupy
+        monkeypatch.setitem(sys.modules, "cupy", strict_cupy.module)
+        return strict_cupy.module
+    return request.getfixturevalue("real_cupy")
+
+
+UPDATES = pytest.mark.parametrize("make", [Adam, lambda: SGD(lr=0.01, momentum=0.9), lambda: SGD(lr=0.01, momentum=0)],
+                                  ids=["adam", "sgd-momentum", "sgd"])
+
+
+@UPDATES
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_gpu_kernel_equals_the_numpy_update_to_the_last_bit(device, monkeypatch, dtype, make):
+    finals = {}
+    for where, flag in [("host", "0"), ("device", "0"), ("device", "1")]:  # NumPy; NumPy-style on the GPU; kernel
+        monkeypatch.setenv("MINIVAE_FAST", flag)
+        rng = np.random.default_rng(9)
+        w, opt = rng.standard_normal(10_007).astype(dtype), make()
+        if where == "device":
+            w = device.asarray(w)
+        for step in range(40):  # tiny gradients late on drive Adam's moments towards subnormals: the flush runs
+            dw = (rng.standard_normal(w.size) * (1e-30 if step >= 20 else 1.0)).astype(dtype)
+            dw[:500] = 0  # units that never fire
+            opt.step(w, device.asarray(dw) if where == "device" else dw)
+        finals[where, flag] = (to_numpy(w), opt.t, {k: to_numpy(v) for k, v in opt.state.items()})
+    (w0, t0, s0) = finals["host", "0"]
+    for key in [("device", "0"), ("device", "1")]:
+        w1, t1, s1 = finals[key]
+        assert np.array_equal(w0, w1) and t0 == t1 and s0.keys() == s1.keys(), key
+        for name in s0:
+            assert np.array_equal(s0[name], s1[name]), (key, name)
+
+
+@UPDATES
+def test_a_gpu_step_is_one_kernel_and_saves_what_it_changes(strict, make, rng):
+    w, opt, saved = strict.asarray(rng.standard_normal(1000)), make(), UndoRecord()
+    opt.step(w, strict.asarray(rng.standard_normal(1000)), saved=saved)  # allocates the state and the record
+    before = (to_numpy(w), {k: to_numpy(v) for k, v in opt.state.items()})
+    dw = strict.asarray(rng.standard_normal(1000))
+    strict.counts.reset()
+    opt.step(w, dw, saved=saved)
+    assert strict.counts.launches == 1 and strict.counts.transfers == 0  # the update, its undo copy, nothing else
+    assert saved.complete and np.array_equal(to_numpy(saved.arrays["w"]), before[0])
+    assert not np.array_equal(to_numpy(w), before[0])
+    for name, value in before[1].items():
+        assert np.array_equal(to_numpy(saved.arrays[name]), value), name
+
+
+def test_the_stand_in_refuses_a_kernel_it_cannot_run(strict):
+    with pytest.raises(NotImplementedError, match="outside the subset"):
+        strict.ElementwiseKernel("T x", "T y", "for (int i = 0; i < 2; i++) y += x;", "loop")
