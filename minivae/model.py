@@ -232,13 +232,15 @@ class VAE:
             dh = dense.backward(act.backward(dh), need_dx=i > 0)
 
     def forward_backward(self, x, eps, kl_weight=None, free_bits=0.0, onehot=None):
-        """One pass over a checked batch: returns ``(loss, rec, kl)`` and fills ``flat_grads``.
+        """One pass over a checked batch: fills ``flat_grads`` and returns ``stats``, a device array of three float64s.
 
-        ``loss = mean_n [ -log p(x_n|z_n) ] + kl_weight * KL``, where KL is the
-        batch mean of ``KL(q(z|x_n) || p(z))``; with ``free_bits > 0`` each
-        latent dimension's batch-mean KL counts as at least ``free_bits`` nats
-        (and passes no gradient while below that floor). ``rec`` and ``kl`` are
-        the plain batch means, for reporting.
+        ``stats`` holds ``(loss, rec, kl)``: ``loss = mean_n [ -log p(x_n|z_n) ] +
+        kl_weight * KL``, where KL is the batch mean of ``KL(q(z|x_n) || p(z))``;
+        with ``free_bits > 0`` each latent dimension's batch-mean KL counts as
+        at least ``free_bits`` nats (and passes no gradient while below that
+        floor). ``rec`` and ``kl`` are the plain batch means, for reporting.
+        They stay on the device, so that a training step can read them together
+        with its other checks in one transfer (on a GPU, one synchronisation).
         """
         xp = self.xp
         N = x.shape[0]
@@ -250,17 +252,17 @@ class VAE:
         out, dec_logvar = self.decoder_forward(z, onehot)  # (N, D)
         rec, dout, ddec_logvar = self.nll(x, out, dec_logvar)  # (N,), (N, D)
         kl_dims, dmu_kl, dlogvar_kl = kl_per_dimension(mu, logvar)  # (N, K) each
-        rec_mean = float(rec.mean())
-        kl_mean = float(kl_dims.sum(axis=1).mean())
+        kl_mean = kl_dims.sum(axis=1).mean()
         if free_bits > 0:
             kl_batch = kl_dims.mean(axis=0)  # (K,) batch-mean KL per dimension
             above = kl_batch > free_bits  # below the floor: constant, no gradient
-            kl_term = float(xp.maximum(kl_batch, free_bits).sum())
+            kl_term = xp.maximum(kl_batch, free_bits).sum()
             dmu_kl *= above
             dlogvar_kl *= above
         else:
             kl_term = kl_mean
-        loss = rec_mean + w * kl_term
+        rec_mean, kl_mean, kl_term = xp.stack([rec.mean(), kl_mean, kl_term]).astype(xp.float64)
+        stats = xp.stack([rec_mean + w * kl_term, rec_mean, kl_mean])  # loss, rec, kl
 
         # backward: every term is a batch mean, so each per-example gradient carries 1/N
         dout *= 1.0 / N
@@ -271,12 +273,13 @@ class VAE:
         dmu += (w / N) * dmu_kl  # the KL term also depends on mu ...
         dlogvar += (w / N) * dlogvar_kl  # ... and on logvar directly
         self._encode_backward(dmu, dlogvar)
-        return loss, rec_mean, kl_mean
+        return stats
 
     def iwae_forward_backward(self, x, eps, onehot=None):
         """The K-sample importance-weighted bound (Burda et al., 2016) over a checked batch; fills ``flat_grads``.
 
-        ``eps`` is (K, N, L). Returns ``(loss, rec, kl)``: ``loss`` is minus the
+        ``eps`` is (K, N, L). Returns ``stats`` as :meth:`forward_backward` does,
+        a device array of ``(loss, rec, kl)``: ``loss`` is minus the
         batch mean of ``log (1/K) sum_k w_k`` with
         ``log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)``; ``rec`` and ``kl``
         are the sample means of ``-log p(x|z_k)`` and ``log q(z_k|x) - log p(z_k)``,
@@ -309,7 +312,7 @@ class VAE:
         w = xp.exp(log_w - m)
         total = w.sum(axis=0)
         bound = m + xp.log(total) - math.log(K)  # log (1/K) sum_k w_k, (N,)
-        loss = -float(bound.mean())
+        stats = xp.stack([-bound.mean(), rec.mean(), (log_qz - log_pz).mean()]).astype(xp.float64)
 
         # backward: d loss / d(-log w_kn) = wt_kn / N, the normalised weight and the batch mean
         g = w / total / N  # (K, N)
@@ -322,7 +325,7 @@ class VAE:
         dmu, dlogvar = self._sampler.backward(dz)  # dz/dmu = 1, dz/dlogvar = eps sigma / 2
         dlogvar -= 0.5 * g[:, :, None]  # d(log q)/dlogvar = -1/2, directly
         self._encode_backward(dmu.sum(axis=0), dlogvar.sum(axis=0))  # the K samples share one encoder pass
-        return loss, float(rec.mean()), float((log_qz - log_pz).mean())
+        return stats
 
     # ------------------------------------------------------------------ checked inputs
     def checked_input(self, x, name="x"):
@@ -416,10 +419,10 @@ class VAE:
         x = self.checked_input(x)
         onehot = self.one_hot(y, x.shape[0])
         if objective == "iwae":
-            loss, _, _ = self.iwae_forward_backward(x, self._samples_eps(eps, K, x.shape[0]), onehot)
+            stats = self.iwae_forward_backward(x, self._samples_eps(eps, K, x.shape[0]), onehot)
         else:
-            loss, _, _ = self.forward_backward(x, self._eps(eps, x.shape[0]), kl_weight, free_bits, onehot)
-        return loss, {name: g.copy() for name, g in self._grads.items()}
+            stats = self.forward_backward(x, self._eps(eps, x.shape[0]), kl_weight, free_bits, onehot)
+        return float(stats[0]), {name: g.copy() for name, g in self._grads.items()}
 
     def check_objective(self, objective, n_samples, kl_weight=None, free_bits=0.0, warmup_epochs=0):
         """Check a training objective and its options; returns ``n_samples`` as an int."""

@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 from tqdm.auto import tqdm
 
-from .backend import get_array_module
+from .backend import get_array_module, to_numpy
 from .blas import StepThreads
 from .evaluate import latent_diagnostics
 from .optim import OPTIMIZERS, UndoRecord
@@ -134,6 +134,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
                 if place is None:
                     place = {"step": 0, "perm": model.rng_.permutation(n), "totals": np.zeros(3), "seconds": 0.0}
                 perm, totals = place["perm"], place["totals"]  # totals: loss, reconstruction, kl summed over examples
+                perm_rows = model.xp.asarray(perm)  # the epoch's order, moved to the device once
                 start = time.perf_counter() - place["seconds"]
                 threads.start_epoch(steps - place["step"])
                 for step in range(place["step"], steps):
@@ -142,12 +143,12 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
                     with stops.deferred():  # no signal interrupts the step
                         snapshot.take(totals)
                         try:
-                            idx = perm[step * batch_size:(step + 1) * batch_size]
+                            rows = perm_rows[step * batch_size:(step + 1) * batch_size]
                             with threads.step():
-                                loss, rec, kl = _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch,
+                                loss, rec, kl = _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch,
                                                       step, lr, snapshot.saved, n_samples if objective == "iwae" else 0,
                                                       onehot)
-                            totals += len(idx) * np.array([loss, rec, kl])
+                            totals += rows.shape[0] * np.array([loss, rec, kl])
                             place["step"] = step + 1
                         except BaseException:
                             snapshot.restore(totals)
@@ -180,31 +181,41 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     return model
 
 
-def _step(model, opt, x, idx, kl_weight, free_bits, binarize, epoch, step, lr, saved, iw_samples=0, onehot=None):
+def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, saved, iw_samples=0, onehot=None):
     """One minibatch: forward, backward and the optimiser's update; raises DivergedError on a non-finite result.
 
-    ``iw_samples > 0`` steps on the importance-weighted bound with that many samples, else on the ELBO.
+    ``rows`` are the batch's indices into ``x``, on the model's device. ``iw_samples > 0`` steps on the
+    importance-weighted bound with that many samples, else on the ELBO. Returns ``(loss, rec, kl)``.
+
+    The step reads one small array back from the device: the loss, its parts, and the sums of squares of
+    the gradient and of the updated parameters, which are finite exactly when every entry is (barring
+    overflow, checked entry by entry). On a GPU that is the step's one synchronisation. The update is made
+    before the check is read; a step that fails it raises, and ``fit`` undoes the update from ``saved``.
     """
-    rows = model.xp.asarray(idx)
+    xp = model.xp
     xb = x[rows]  # (B, D) gather on the model's device
     yb = None if onehot is None else onehot[rows]
     if binarize == "dynamic":
         xb = _bernoulli(model, xb)
-    shape = (iw_samples, len(idx), model.latent_dim) if iw_samples else (len(idx), model.latent_dim)
+    B = rows.shape[0]
+    shape = (iw_samples, B, model.latent_dim) if iw_samples else (B, model.latent_dim)
     eps = model.draw_normal(shape)
-    bad = None
     # overflow is checked for below and reported as a DivergedError, so NumPy need not warn of it
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if iw_samples:
-            loss, rec, kl = model.iwae_forward_backward(xb, eps, yb)
+            stats = model.iwae_forward_backward(xb, eps, yb)
         else:
-            loss, rec, kl = model.forward_backward(xb, eps, kl_weight, free_bits, yb)
-        if not (math.isfinite(loss) and _finite(model.flat_grads)):
-            bad = f"the loss became {loss}"
-        else:
-            opt.step(model.flat_params, model.flat_grads, saved=saved)
-            if not _finite(model.flat_params):
-                bad = "the update made some parameters infinite or NaN"
+            stats = model.forward_backward(xb, eps, kl_weight, free_bits, yb)
+        grads_squared = model.flat_grads @ model.flat_grads
+        opt.step(model.flat_params, model.flat_grads, saved=saved)
+        params_squared = model.flat_params @ model.flat_params
+        checks = xp.concatenate([stats, xp.stack([grads_squared, params_squared]).astype(xp.float64)])
+        loss, rec, kl, grads_squared, params_squared = to_numpy(checks).tolist()  # the one transfer
+        bad = None
+        if not (math.isfinite(loss) and _finite(grads_squared, model.flat_grads)):
+            bad = f"the loss became {loss}" if not math.isfinite(loss) else "the gradient became infinite or NaN"
+        elif not _finite(params_squared, model.flat_params):
+            bad = "the update made some parameters infinite or NaN"
     if bad:
         raise DivergedError(
             f"{bad} at epoch {epoch + 1}, step {step + 1}; that step is undone, so the model and its optimiser "
@@ -349,12 +360,10 @@ def _bernoulli(model, probs):
     return (u < probs).astype(model.dtype)
 
 
-def _finite(a):
-    """True when every entry is finite.
+def _finite(sum_of_squares, a):
+    """True when every entry of ``a`` is finite, given ``sum_of_squares = a @ a`` (read back already).
 
-    One BLAS dot product instead of an elementwise pass; only when the sum of
-    squares overflows (or is not finite) is each entry looked at.
+    A finite sum of squares proves it; only when the sum overflowed (or is
+    not finite) is each entry looked at.
     """
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow here is an answer, not a problem
-        total = float(a @ a)
-    return math.isfinite(total) or bool(get_array_module(a).isfinite(a).all())
+    return math.isfinite(sum_of_squares) or bool(get_array_module(a).isfinite(a).all())
