@@ -16,7 +16,7 @@ import numpy as np
 
 from . import fused, gpu_kernels
 from .backend import get_array_module, to_backend
-from .parallel import for_each_chunk
+from .chunks import for_each_chunk
 from .validation import check_positive
 
 

@@ -1,7 +1,6 @@
 """Optimisers against their update rules written out step by step."""
 
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -98,27 +97,22 @@ def test_bad_hyperparameters_are_refused(bad):
         Adam(**bad)
 
 
-@pytest.mark.parametrize("threads", ["1", "2", "3"])
-def test_chunked_update_covers_every_element(numpy_path, threads, monkeypatch):
-    from minivae import parallel
-    monkeypatch.setenv("MINIVAE_NUM_THREADS", threads)
-    n = 3 * parallel.CHUNK + 17  # several chunks and a ragged end
+def test_chunked_update_covers_every_element(numpy_path):
+    from minivae import chunks
+    n = 3 * chunks.CHUNK + 17  # several chunks and a ragged end
     seen = np.zeros(n, dtype=int)
-    sizes = []
-    scratch_of = {}  # thread -> addresses of the scratch arrays it was given
+    sizes, scratches = [], set()
 
     def visit(s, scratch):
         sizes.append(s.stop - s.start)
         assert scratch.shape == (s.stop - s.start,)
-        scratch_of.setdefault(threading.get_ident(), set()).add(scratch.__array_interface__["data"][0])
+        scratches.add(scratch.__array_interface__["data"][0])
         np.add.at(seen, np.arange(n)[s], 1)
 
-    parallel.for_each_chunk(n, visit)
+    chunks.for_each_chunk(n, visit)
     assert np.array_equal(seen, np.ones(n, dtype=int))
-    assert max(sizes) <= parallel.CHUNK  # chunked on one thread too, so each chunk's passes stay in cache
-    for addresses in scratch_of.values():
-        assert len(addresses) == 1  # one scratch chunk per thread, reused for all its chunks
-    assert len(set.union(*scratch_of.values())) == len(scratch_of)  # never shared between threads
+    assert max(sizes) <= chunks.CHUNK  # so each chunk's passes stay in cache
+    assert len(scratches) == 1  # one scratch chunk, reused for every chunk
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal(n).astype(np.float32)
@@ -142,19 +136,6 @@ def test_adam_flushes_subnormal_state_to_zero(path):
         a = opt.state[name]
         assert not np.any((a != 0) & (np.abs(a) < tiny)), name  # nothing left in the subnormal range
     assert np.all(opt.state["m"] == 0)  # 0.9^2000 underflowed and was flushed, not stuck at 1e-45
-
-
-@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
-def test_a_bad_thread_count_is_named_and_changes_nothing(numpy_path, monkeypatch, value):
-    w, dw = np.ones(10, np.float32), np.full(10, 0.5, np.float32)
-    opt = Adam()
-    opt.step(w, dw)
-    before = (w.copy(), {k: v.copy() for k, v in opt.state.items()})
-    monkeypatch.setenv("MINIVAE_NUM_THREADS", value)
-    with pytest.raises(ValueError, match=f"MINIVAE_NUM_THREADS must be a whole number.*got '{value}'"):
-        opt.step(w, dw)
-    assert opt.t == 1 and np.array_equal(w, before[0])
-    assert all(np.array_equal(opt.state[k], v) for k, v in before[1].items())
 
 
 @pytest.mark.parametrize("betas", [(5, 0.999), (0.9, 1.0), (0.9,), ("a", 0.9), (float("nan"), 0.9)])

@@ -212,9 +212,9 @@ def test_resuming_an_unfinished_epoch_needs_the_same_data_and_batch_size(digits,
 
 
 def test_an_update_that_fails_half_way_is_wholly_undone(digits, monkeypatch):
-    from minivae import optim, parallel
+    from minivae import chunks, optim
     monkeypatch.setenv("MINIVAE_FAST", "0")  # the NumPy path, whose update runs chunk by chunk
-    monkeypatch.setattr(parallel, "CHUNK", 64)
+    monkeypatch.setattr(chunks, "CHUNK", 64)
     model = small().fit(digits[0][:100], epochs=1, batch_size=20, progress=False)
     opt = model.optimizer_
     before = (model.flat_params.copy(), opt.t, {k: v.copy() for k, v in opt.state.items()})
