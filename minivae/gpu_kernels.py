@@ -8,9 +8,11 @@ one kernel: one read of each array and one write of what changes.
 The bodies below are plain C statements of the forms ``x = expr;``,
 ``x op= expr;`` and ``if (cond) x = expr;``, with ``sqrt`` and ``fabs``. They
 are compiled without fused multiply-adds (``--fmad=false``): every product and
-sum is then rounded on its own, as in NumPy, so the GPU gives the NumPy path's
-bits (CUDA's default division and square root are correctly rounded, as the
-CPU's are).
+sum is then rounded on its own, as in NumPy, and CUDA's default division and
+square root are correctly rounded, as the CPU's are, so the kernel should
+give the NumPy path's bits. ``tests/test_optim.py`` checks that on real CuPy
+where a GPU is present, and on the strict stand-in, which runs these bodies
+on the host.
 
 With ``save``, the values before the step go to the ``saved_*`` outputs in
 the same pass, so that the step can be undone (see

@@ -9,8 +9,12 @@ Its arrays wrap NumPy arrays but behave like CuPy's where it matters:
   raise ``TypeError``, as CuPy does. Only ``asarray``/``array`` (an explicit
   host-to-device copy) accept them, and ``asnumpy``/``.get()`` go back.
 * Reductions return 0-d device arrays, not host scalars.
+* ``ElementwiseKernel`` runs a kernel's C body on the host (for the subset
+  of C minivae's kernels use; anything else raises).
+* ``counts`` tallies kernel launches and device-to-host reads (each read is a
+  synchronisation on a GPU), so tests can bound both.
 
-Installed as ``sys.modules["cupy"]`` by the ``xp`` fixture, so minivae reaches
+Installed as ``sys.modules["cupy"]`` by the ``backend`` and ``strict`` fixtures, so minivae reaches
 it through its ordinary ``import cupy`` and ``get_array_module``.
 """
 
@@ -52,8 +56,11 @@ def _wrap(x):
 
 
 class Counts:
-    """What the code under test asked of the device: ``launches`` (kernels: each operation on device arrays)
-    and ``transfers`` (device-to-host reads, each a synchronisation on a GPU). Tests reset and read them."""
+    """What the code under test asked of the device; tests ``reset()`` and then read these.
+
+    ``launches``: kernels, one per operation on device arrays. ``transfers``:
+    device-to-host reads, each a synchronisation on a GPU.
+    """
 
     launches = 0
     transfers = 0
