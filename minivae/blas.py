@@ -12,8 +12,9 @@ with the default threads. No fixed rule wins both ways, so training measures:
   always run on one thread, which is as fast for them even on an idle machine;
 - for larger ones, each epoch starts by timing ``TRIAL_STEPS`` steps on one
   thread and as many on the library's default, alternately, and runs the rest
-  of the epoch on whichever was faster (by median). Epochs too short for the
-  trial run on one thread.
+  of the epoch on whichever was faster on average, going back to one thread
+  if the default turns out slower later in the epoch (see :class:`StepThreads`).
+  Epochs too short for the trial run on one thread.
 
 Evaluation (the importance-weighted log-likelihood) uses one thread for small
 products and the default for large ones. ``MINIVAE_BLAS_THREADS=1`` runs
@@ -35,6 +36,7 @@ from threadpoolctl import ThreadpoolController
 
 ALWAYS_ONE_BELOW = 10**7  # multiply-adds in the largest product of a step
 TRIAL_STEPS = 4  # steps timed with each setting at the start of an epoch
+UNTIMED_STEPS = 1  # steps of each setting run before those, untimed: a run's first step pays one-off costs
 _controller = None
 
 
@@ -90,16 +92,27 @@ class StepThreads:
 
     ``start_epoch(steps)`` begins an epoch of ``steps`` steps; each step then
     runs inside ``with choice.step():``.
+
+    The trial compares mean step times, not medians: on a busy machine the
+    library's threads are fast in most steps and stall in a few (a thread
+    waits for a core while the other spins), and only the mean sees the
+    stalls. They can still miss the trial, so while the library's default is
+    chosen, every ``WATCH`` steps the mean of those steps is compared with
+    the trial's one-thread mean, and the epoch goes on on one thread once
+    the default is the slower.
     """
+
+    WATCH = 16  # steps between checks of a chosen default
 
     def __init__(self, model, batch_size):
         self.fixed = fixed_choice(model, batch_size)  # None: measure each epoch
-        self.choice, self.trials, self.times = "one", [], {"one": [], "default": []}
+        self.choice, self.trials, self.times, self.recent, self.untimed = "one", [], {"one": [], "default": []}, [], 0
 
     def start_epoch(self, steps):
-        self.times = {"one": [], "default": []}
-        enough = steps >= 4 * TRIAL_STEPS  # the trial must be a small part of the epoch
-        self.trials = ["one", "default"] * TRIAL_STEPS if self.fixed is None and enough else []
+        self.times, self.recent = {"one": [], "default": []}, []
+        enough = steps >= 4 * (TRIAL_STEPS + UNTIMED_STEPS)  # the trial must be a small part of the epoch
+        self.trials = ["one", "default"] * (TRIAL_STEPS + UNTIMED_STEPS) if self.fixed is None and enough else []
+        self.untimed = 2 * UNTIMED_STEPS if self.trials else 0
         self.choice = self.fixed or "one"
 
     def chosen(self):
@@ -108,11 +121,24 @@ class StepThreads:
 
     @contextlib.contextmanager
     def step(self):
-        mode = self.trials.pop(0) if self.trials else self.choice
+        trial = bool(self.trials)
+        mode = self.trials.pop(0) if trial else self.choice
         start = time.perf_counter()
         with one_thread() if mode == "one" else contextlib.nullcontext():
             yield
-        if self.fixed is None and len(self.times[mode]) < TRIAL_STEPS:
-            self.times[mode].append(time.perf_counter() - start)
-            if all(len(t) == TRIAL_STEPS for t in self.times.values()):
-                self.choice = min(self.times, key=lambda k: statistics.median(self.times[k]))
+        if self.fixed is not None:
+            return
+        seconds = time.perf_counter() - start
+        if trial:
+            if self.untimed:  # such as loading the compiled update, or the allocator's first buffers
+                self.untimed -= 1
+            else:
+                self.times[mode].append(seconds)
+            if not self.trials:
+                self.choice = min(self.times, key=lambda k: statistics.fmean(self.times[k]))
+        elif mode == "default" and self.times["one"]:
+            self.recent.append(seconds)
+            if len(self.recent) == self.WATCH:
+                if statistics.fmean(self.recent) > statistics.fmean(self.times["one"]):
+                    self.choice = "one"  # for the rest of the epoch
+                self.recent = []

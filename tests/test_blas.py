@@ -22,23 +22,61 @@ def test_small_products_always_run_on_one_thread():
 def test_large_products_run_on_the_setting_that_measured_faster(monkeypatch, slow):
     choice = blas.StepThreads(big(), batch_size=128)
     choice.start_epoch(100)
-    assert choice.trials == ["one", "default"] * blas.TRIAL_STEPS
+    trial = 2 * (blas.TRIAL_STEPS + blas.UNTIMED_STEPS)
+    assert choice.trials == ["one", "default"] * (trial // 2)
     clock = iter(range(10**6))
     monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
-    for _ in range(2 * blas.TRIAL_STEPS):
+    for i in range(trial):
         setting = choice.trials[0]
         with choice.step():
-            if setting == slow:  # the slow setting's steps take 10 ticks more
-                for _ in range(10):
-                    time.perf_counter()
+            # the slow setting's steps take 10 ticks more; the first step (untimed) pays 1000 for one-off costs
+            for _ in range(10 * (setting == slow) + 1000 * (i == 0)):
+                time.perf_counter()
     assert choice.trials == [] and choice.choice == ("default" if slow == "one" else "one")
+    assert all(len(t) == blas.TRIAL_STEPS for t in choice.times.values())
     choice.start_epoch(100)  # each epoch measures afresh
-    assert choice.choice == "one" and len(choice.trials) == 2 * blas.TRIAL_STEPS
+    assert choice.choice == "one" and len(choice.trials) == trial
+
+
+def run_steps(choice, n, ticks):
+    """``n`` steps, each taking ``ticks[setting]`` ticks of the patched clock beyond the step's own two."""
+    for _ in range(n):
+        setting = choice.trials[0] if choice.trials else choice.choice
+        with choice.step():
+            for _ in range(ticks[setting]):
+                time.perf_counter()
+
+
+def test_a_default_that_stalls_after_the_trial_gives_way_to_one_thread(monkeypatch):
+    choice = blas.StepThreads(big(), batch_size=128)
+    choice.start_epoch(500)
+    clock = iter(range(10**7))
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    run_steps(choice, 2 * (blas.TRIAL_STEPS + blas.UNTIMED_STEPS), {"one": 10, "default": 5})
+    assert choice.choice == "default"
+    run_steps(choice, 3 * choice.WATCH, {"one": 10, "default": 8})  # still faster: kept
+    assert choice.choice == "default"
+    run_steps(choice, choice.WATCH - 1, {"one": 10, "default": 30})  # the machine got busy
+    assert choice.choice == "default"  # checked every WATCH steps
+    run_steps(choice, 1, {"one": 10, "default": 30})
+    assert choice.choice == "one"
+
+
+def test_the_trial_compares_means_so_a_few_stalls_count(monkeypatch):
+    choice = blas.StepThreads(big(), batch_size=128)
+    choice.start_epoch(100)
+    choice.times = {"one": [10.0] * blas.TRIAL_STEPS, "default": [5.0] * (blas.TRIAL_STEPS - 1)}
+    choice.trials, choice.untimed = ["default"], 0
+    clock = iter([0.0, 100.0])  # the last trial step stalls: the median would still favour the default
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    with choice.step():
+        pass
+    assert choice.choice == "one"
 
 
 def test_an_epoch_too_short_for_the_trial_runs_on_one_thread():
     choice = blas.StepThreads(big(), batch_size=128)
-    choice.start_epoch(4 * blas.TRIAL_STEPS - 1)
+    choice.start_epoch(4 * (blas.TRIAL_STEPS + blas.UNTIMED_STEPS) - 1)
     assert choice.trials == [] and choice.choice == "one"
 
 
