@@ -47,15 +47,14 @@ def main():
 
     times = defaultdict(list)
     stages = {  # (owner, attribute): label, in the order a step runs them
-        (vae, "_encode"): "encoder forward (3 products)",
+        (vae, "encoder_forward"): "encoder forward (3 products)",
         (vae._sampler, "forward"): "reparameterised sample",
-        (vae, "_decode"): "decoder forward (2 products)",
-        (vae, "_nll"): "Bernoulli loss and its gradient",
+        (vae, "decoder_forward"): "decoder forward (2 products)",
+        (vae, "nll"): "Bernoulli loss and its gradient",
         (model_module, "kl_per_dimension"): "KL and its gradient",
         (vae, "_decode_backward"): "decoder backward (4 products)",
         (vae._sampler, "backward"): "sample backward",
         (vae, "_encode_backward"): "encoder backward (5 products)",
-        (training, "_finite"): "finite checks (the gradient, then the updated parameters)",
         (training.StepSnapshot, "take"): "step count, generator and totals kept to undo a failed step",
         (vae.optimizer_, "step"): f"Adam over {vae.n_params:,} parameters, saving what it changes",
     }
@@ -81,7 +80,7 @@ def main():
         med, mean = statistics.median(times[label]) * 1e3, sum(times[label]) / steps * 1e3
         total += mean
         print(f"  {med:6.3f}  {mean:6.3f}  {label}")
-    print(f"          {step - total:6.3f}  the rest: batch gather, noise, bookkeeping, per-epoch diagnostics")
+    print(f"          {step - total:6.3f}  the rest: batch gather, noise, the finite checks' sums of squares and their read-back, bookkeeping, per-epoch diagnostics")
     print(f"          {step:6.3f}  the whole step (the epochs' time / steps)")
 
 
