@@ -45,7 +45,7 @@ _kernels = {}
 
 
 def kernel(name, inputs, outputs, body, save):
-    """The ``ElementwiseKernel`` for ``body`` updating ``outputs`` (built once per process).
+    """The ``ElementwiseKernel`` for ``body`` updating the arrays named in ``outputs`` (built once per process).
 
     With ``save``, each output ``x`` also gets a ``saved_x`` output written
     with its value before the body runs.
@@ -53,13 +53,11 @@ def kernel(name, inputs, outputs, body, save):
     key = (name, save)
     if key not in _kernels:
         cupy = sys.modules["cupy"]  # the caller holds CuPy arrays, so CuPy is imported
-        names = [o.strip() for o in outputs.split(",")]
         if save:
-            body = "".join(f"saved_{x} = {x};\n" for x in names) + body
-            outputs = ", ".join(["T " + x for x in names] + ["T saved_" + x for x in names])
-        else:
-            outputs = ", ".join("T " + x for x in names)
-        _kernels[key] = cupy.ElementwiseKernel(inputs, outputs, body, f"minivae_{name}", options=OPTIONS)
+            body = "".join(f"saved_{x} = {x};\n" for x in outputs) + body
+            outputs = outputs + tuple("saved_" + x for x in outputs)
+        params = ", ".join("T " + x for x in outputs)
+        _kernels[key] = cupy.ElementwiseKernel(inputs, params, body, f"minivae_{name}", options=OPTIONS)
     return _kernels[key]
 
 
@@ -69,7 +67,7 @@ def adam(w, dw, m, v, b1, c1, b2, c2, lr_t, eps_hat, tiny, flush, saved=None):
     ``saved``: three arrays like ``w`` that receive ``w``, ``m`` and ``v`` as they were.
     """
     args = (dw, b1, c1, b2, c2, lr_t, eps_hat, tiny, bool(flush), w, m, v)
-    kernel("adam", ADAM_INPUTS, "w, m, v", ADAM, saved is not None)(*args, *(saved or ()))
+    kernel("adam", ADAM_INPUTS, ("w", "m", "v"), ADAM, saved is not None)(*args, *(saved or ()))
 
 
 def sgd(w, dw, v, lr, momentum, saved=None):
@@ -78,8 +76,8 @@ def sgd(w, dw, v, lr, momentum, saved=None):
     ``saved``: arrays like ``w`` that receive ``w`` (and ``v``, with momentum) as they were.
     """
     if momentum == 0:
-        run = kernel("sgd", SGD_INPUTS, "w", SGD_PLAIN, saved is not None)
+        run = kernel("sgd", SGD_INPUTS, ("w",), SGD_PLAIN, saved is not None)
         run(dw, lr, momentum, w, *(saved or ()))
     else:
-        run = kernel("sgd_momentum", SGD_INPUTS, "w, v", SGD_MOMENTUM, saved is not None)
+        run = kernel("sgd_momentum", SGD_INPUTS, ("w", "v"), SGD_MOMENTUM, saved is not None)
         run(dw, lr, momentum, w, v, *(saved or ()))
