@@ -8,7 +8,8 @@ backend as ``w`` the first time ``step`` sees it.
 Each update is written here in NumPy, the readable reference. With the
 ``fast`` extra installed (numba), NumPy arrays are updated by the compiled
 loops of :mod:`minivae.fused` instead, and CuPy arrays by the CUDA kernels of
-:mod:`minivae.gpu_kernels`; both give the same bits in one pass.
+:mod:`minivae.gpu_kernels`, each in one pass and written to give the same bits
+(``tests/test_optim.py`` checks it; the GPU's only where a GPU is present).
 ``MINIVAE_FAST=0`` forces the NumPy-style update on either backend.
 """
 
