@@ -216,6 +216,9 @@ def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, 
             bad = f"the loss became {loss}" if not math.isfinite(loss) else "the gradient became infinite or NaN"
         elif not _finite(params_squared, model.flat_params):
             bad = "the update made some parameters infinite or NaN"
+        elif not math.isfinite(grads_squared) and not all(bool(xp.isfinite(s).all()) for s in opt.state.values()):
+            # finite gradients whose squares overflow (|g| > 1.8e19 in float32) make Adam's second moment infinite
+            bad = "the gradient's squares overflowed the optimiser's state"
     if bad:
         raise DivergedError(
             f"{bad} at epoch {epoch + 1}, step {step + 1}; that step is undone, so the model and its optimiser "

@@ -93,6 +93,24 @@ def test_a_non_finite_gradient_is_caught_too(digits, monkeypatch):
     assert np.array_equal(model.flat_params, before)
 
 
+def test_a_gradient_whose_square_overflows_is_caught_before_it_spoils_adam(digits, monkeypatch):
+    model = small().fit(digits[0][:40], epochs=1, batch_size=20, progress=False)
+    before = (model.flat_params.copy(), {k: v.copy() for k, v in model.optimizer_.state.items()})
+    real = model.forward_backward
+
+    def huge_gradient(x, eps, *args):
+        out = real(x, eps, *args)
+        model.flat_grads[3] = 1e20  # finite in float32, but its square is not
+        return out
+
+    monkeypatch.setattr(model, "forward_backward", huge_gradient)
+    with pytest.raises(DivergedError, match="squares overflowed the optimiser's state.*undone"):
+        model.fit(digits[0][:40], epochs=1, batch_size=20, progress=False)
+    assert np.array_equal(model.flat_params, before[0])
+    for name, value in before[1].items():
+        assert np.array_equal(model.optimizer_.state[name], value), name  # finite, so the model can be saved
+
+
 def test_ctrl_c_stops_cleanly(digits, monkeypatch):
     model = small()
     real = model.forward_backward
