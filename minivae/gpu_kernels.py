@@ -48,11 +48,13 @@ def kernel(name, inputs, outputs, body, save):
     """The ``ElementwiseKernel`` for ``body`` updating the arrays named in ``outputs`` (built once per process).
 
     With ``save``, each output ``x`` also gets a ``saved_x`` output written
-    with its value before the body runs.
+    with its value before the body runs. A kernel is kept per module that
+    built it: a process that swaps the module imported as ``cupy`` (the tests
+    run the strict stand-in and real CuPy in turn) gets that module's kernel.
     """
-    key = (name, save)
+    cupy = sys.modules["cupy"]  # the caller holds CuPy arrays, so CuPy is imported
+    key = (cupy, name, save)
     if key not in _kernels:
-        cupy = sys.modules["cupy"]  # the caller holds CuPy arrays, so CuPy is imported
         if save:
             body = "".join(f"saved_{x} = {x};\n" for x in outputs) + body
             outputs = outputs + tuple("saved_" + x for x in outputs)

@@ -239,3 +239,14 @@ def test_a_gpu_step_is_one_kernel_and_saves_what_it_changes(strict, monkeypatch,
 def test_the_stand_in_refuses_a_kernel_it_cannot_run(strict):
     with pytest.raises(NotImplementedError, match="outside the subset"):
         strict.ElementwiseKernel("T x", "T y", "for (int i = 0; i < 2; i++) y += x;", "loop")
+
+
+def test_each_cupy_module_gets_its_own_kernel(strict, monkeypatch):
+    # the suite runs the stand-in and real CuPy in one process: a kernel one built must not reach the other
+    from minivae import gpu_kernels
+    build = lambda: gpu_kernels.kernel("sgd", gpu_kernels.SGD_INPUTS, ("w",), gpu_kernels.SGD_PLAIN, save=False)
+    assert isinstance(build(), strict.ElementwiseKernel)
+    other = type(sys)("other_cupy")
+    other.ElementwiseKernel = lambda *args, **options: "built by the other module"
+    monkeypatch.setitem(sys.modules, "cupy", other)
+    assert build() == "built by the other module"
