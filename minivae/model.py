@@ -231,13 +231,8 @@ class VAE:
             dense, act = self._encoder[i]
             dh = dense.backward(act.backward(dh), need_dx=i > 0)
 
-    def forward_backward(self, x, eps=None, kl_weight=None, free_bits=0.0, onehot=None):
+    def forward_backward(self, x, eps, kl_weight=None, free_bits=0.0, onehot=None):
         """One pass over a checked batch: fills ``flat_grads`` and returns ``stats``, a device array of three float64s.
-
-        ``eps`` (N, K) is the noise of ``z = mu + sigma * eps``; when None it is
-        drawn from the training generator (:meth:`draw_normal`) once the
-        encoder's products are queued, so that on a GPU the host draws while
-        the device computes instead of before it starts.
 
         ``stats`` holds ``(loss, rec, kl)``: ``loss = mean_n [ -log p(x_n|z_n) ] +
         kl_weight * KL``, where KL is the batch mean of ``KL(q(z|x_n) || p(z))``;
@@ -253,8 +248,6 @@ class VAE:
 
         # forward: x -> (mu, logvar) -> z -> p(x|z)
         mu, logvar = self.encoder_forward(x, onehot)  # (N, K) each
-        if eps is None:
-            eps = self.draw_normal(mu.shape)  # on the host, while a GPU runs the encoder
         z = self._sampler.forward(mu, logvar, eps)  # (N, K)
         out, dec_logvar = self.decoder_forward(z, onehot)  # (N, D)
         rec, dout, ddec_logvar = self.nll(x, out, dec_logvar)  # (N,), (N, D)

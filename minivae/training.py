@@ -197,13 +197,15 @@ def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, 
     yb = None if onehot is None else onehot[rows]
     if binarize == "dynamic":
         xb = _bernoulli(model, xb)
+    B = rows.shape[0]
+    shape = (iw_samples, B, model.latent_dim) if iw_samples else (B, model.latent_dim)
+    eps = model.draw_normal(shape)
     # overflow is checked for below and reported as a DivergedError, so NumPy need not warn of it
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if iw_samples:
-            eps = model.draw_normal((iw_samples, rows.shape[0], model.latent_dim))
             stats = model.iwae_forward_backward(xb, eps, yb)
-        else:  # eps=None: forward_backward draws the noise once the encoder is under way
-            stats = model.forward_backward(xb, None, kl_weight, free_bits, yb)
+        else:
+            stats = model.forward_backward(xb, eps, kl_weight, free_bits, yb)
         grads_squared = model.flat_grads @ model.flat_grads
         opt.step(model.flat_params, model.flat_grads, saved=saved)
         params_squared = model.flat_params @ model.flat_params
