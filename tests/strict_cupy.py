@@ -11,6 +11,9 @@ Its arrays wrap NumPy arrays but behave like CuPy's where it matters:
 * Reductions return 0-d device arrays, not host scalars.
 * ``ElementwiseKernel`` runs a kernel's C body on the host (for the subset
   of C minivae's kernels use; anything else raises).
+* ``fuse`` runs the function on the host as one launch, and refuses inside
+  it what ``cupy.fuse`` cannot compile into an element-wise kernel:
+  reductions, indexing, shapes and other non-ufunc calls.
 * ``counts`` tallies kernel launches and device-to-host reads (each read is a
   synchronisation on a GPU), so tests can bound both.
 
@@ -55,6 +58,16 @@ def _wrap(x):
     return x
 
 
+class Fusing:
+    """Whether a ``fuse``d function is running, during which only element-wise operations are allowed."""
+
+    active = False
+
+    @staticmethod
+    def refuse(what):
+        raise NotImplementedError(f"strict stand-in: cupy.fuse compiles element-wise operations only; {what} is not one")
+
+
 class Counts:
     """What the code under test asked of the device; tests ``reset()`` and then read these.
 
@@ -82,6 +95,8 @@ def _transfer(result):
 
 def _device_call(fn):
     def call(*args, **kwargs):
+        if Fusing.active and not isinstance(fn, np.ufunc):
+            Fusing.refuse(f"{getattr(fn, '__name__', fn)}() is not an element-wise function")
         Counts.launches += 1
         return _wrap(fn(*_unwrap(args), **_unwrap(kwargs)))
 
@@ -115,12 +130,16 @@ class ndarray:
     def __getattr__(self, name):
         if name.startswith("__"):  # never hand NumPy __array_interface__ and friends
             raise AttributeError(name)
+        if Fusing.active and name not in ("dtype", "ndim"):
+            Fusing.refuse(f"an array's .{name}")
         attr = getattr(self._a, name)
         if name in ("tolist", "item"):
             return lambda *args: _transfer(attr(*args))
         return _device_call(attr) if callable(attr) else _wrap(attr)
 
     def __getitem__(self, idx):
+        if Fusing.active:
+            Fusing.refuse("indexing")
         return _launch(_wrap(self._a[_unwrap(idx)]))
 
     def __setitem__(self, idx, value):
@@ -275,4 +294,39 @@ class ElementwiseKernel:
 
 
 module.ElementwiseKernel = ElementwiseKernel
+
+
+def fuse(*args, kernel_name=None):
+    """``cupy.fuse``: the function runs on the host, one operation at a time, and counts as one launch.
+
+    Its arguments must be device arrays or scalars, and it must return a device
+    array or a tuple of them. Inside it, anything ``cupy.fuse`` cannot compile
+    into one element-wise kernel raises (see :class:`Fusing`).
+    """
+    def decorate(fn):
+        def call(*arrays):
+            if Fusing.active:
+                Fusing.refuse("a fused function called inside another")
+            for a in arrays:
+                if isinstance(a, np.ndarray):
+                    _refuse_host(a)
+                if not isinstance(a, (ndarray, int, float, bool, np.generic)):
+                    raise TypeError(f"strict stand-in: cupy.fuse takes arrays and scalars, not {type(a).__name__}")
+            launches, Fusing.active = Counts.launches, True
+            try:
+                out = fn(*arrays)
+            finally:
+                Fusing.active = False
+            if not all(isinstance(o, ndarray) for o in (out if isinstance(out, tuple) else (out,))):
+                raise TypeError("strict stand-in: a fused function must return device arrays")
+            Counts.launches = launches + 1
+            return out
+
+        call.__name__ = kernel_name or fn.__name__
+        return call
+
+    return decorate(args[0]) if args else decorate
+
+
+module.fuse = fuse
 module.counts = Counts
