@@ -9,11 +9,12 @@ ReLU, Bernoulli likelihood, Adam (lr 1e-3), batch 128, float32, one epoch over
     python benchmarks/bench_epoch.py --backend cupy --vs torch --batch-size 1024
     python benchmarks/bench_epoch.py --smoke          # a tiny run that proves it works (CI)
 
-minivae is timed on both update paths: ``minivae`` (the fused update: on the
-CPU the compiled loop of the ``fast`` extra, when numba is installed; on the
-GPU one CUDA kernel) and ``minivae-numpy`` (the NumPy-style update, forced
-with ``MINIVAE_FAST=0``). PyTorch is timed with its default
-Adam and with ``Adam(fused=True)``.
+minivae is timed on both paths: ``minivae`` (the fused update: on the CPU
+the compiled loop of the ``fast`` extra, when numba is installed; on the GPU
+one CUDA kernel, and each chain of element-wise operations fused into one
+kernel, see ``minivae.backend.elementwise``) and ``minivae-numpy`` (every
+operation its own NumPy or CuPy call, forced with ``MINIVAE_FAST=0``).
+PyTorch is timed with its default Adam and with ``Adam(fused=True)``.
 
 Each figure is the median over rounds; ratios are of medians from this one run.
 Peak memory is measured for each framework in its own fresh process.

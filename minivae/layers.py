@@ -11,7 +11,7 @@ Every layer follows one contract:
 Shapes: ``N`` examples in a batch, ``D`` input features, ``H`` output features.
 """
 
-from .backend import get_array_module
+from .backend import elementwise, get_array_module
 
 
 class Layer:
@@ -86,9 +86,13 @@ class ReLU(Layer):
         return y
 
     def backward(self, dy):
-        y = self._cached()
-        dx = dy * (y > 0)  # dy/dx = 1[x > 0]  (y > 0 exactly where x > 0)
-        return dx
+        return relu_backward(dy, self._cached())
+
+
+@elementwise
+def relu_backward(xp, dy, y):
+    """dL/dx from ``dy`` and ReLU's output ``y``; one kernel on CuPy."""
+    return dy * (y > 0)  # dy/dx = 1[x > 0]  (y > 0 exactly where x > 0)
 
 
 class Tanh(Layer):
@@ -101,8 +105,13 @@ class Tanh(Layer):
         return y
 
     def backward(self, dy):
-        y = self._cached()
-        return dy * (1 - y * y)  # dy/dx = 1 - tanh(x)^2
+        return tanh_backward(dy, self._cached())
+
+
+@elementwise
+def tanh_backward(xp, dy, y):
+    """dL/dx from ``dy`` and tanh's output ``y``; one kernel on CuPy."""
+    return dy * (1 - y * y)  # dy/dx = 1 - tanh(x)^2
 
 
 class Sigmoid(Layer):
@@ -114,22 +123,23 @@ class Sigmoid(Layer):
         return y
 
     def backward(self, dy):
-        y = self._cached()
-        return dy * y * (1 - y)  # dy/dx = sigmoid(x) (1 - sigmoid(x))
+        return sigmoid_backward(dy, self._cached())
 
 
-def sigmoid(x):
-    """Numerically stable logistic function, exact for any finite ``x``.
+@elementwise
+def sigmoid_backward(xp, dy, y):
+    """dL/dx from ``dy`` and the sigmoid's output ``y``; one kernel on CuPy."""
+    return dy * y * (1 - y)  # dy/dx = sigmoid(x) (1 - sigmoid(x))
+
+
+@elementwise
+def sigmoid(xp, x):
+    """Numerically stable logistic function, exact for any finite ``x``; one kernel on CuPy.
 
     Uses ``s = exp(-|x|)`` (never overflows): ``1 / (1 + s)`` for ``x >= 0``
     and ``e^x / (1 + s)`` for ``x < 0``, i.e. ``exp(min(x, 0)) / (1 + s)``.
     """
-    xp = get_array_module(x)
-    s = xp.exp(-xp.abs(x))
-    s += 1
-    y = xp.exp(xp.minimum(x, 0))
-    y /= s
-    return y
+    return xp.exp(xp.minimum(x, 0)) / (1 + xp.exp(-xp.abs(x)))
 
 
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
@@ -150,15 +160,27 @@ class GaussianSample(Layer):
 
     def forward(self, mu, logvar, eps):
         """``mu``, ``logvar``, ``eps`` all (N, K) -> ``z`` (N, K)."""
-        xp = get_array_module(mu, logvar, eps)
-        sigma = xp.exp(0.5 * logvar)  # sigma = exp(logvar / 2): logvar is log sigma^2
+        z, sigma = gaussian_sample(mu, logvar, eps)
         self.cache = (sigma, eps)  # the *same* eps must be used in backward
-        return mu + sigma * eps
+        return z
 
     def backward(self, dz):
         """``dz`` (N, K) -> ``(dmu, dlogvar)``, both (N, K)."""
         sigma, eps = self._cached()
-        dmu = dz * 1  # dz/dmu = 1
-        dsigma = dz * eps  # dz/dsigma = eps
-        dlogvar = dsigma * (sigma / 2)  # dsigma/dlogvar = sigma / 2
-        return dmu, dlogvar
+        return gaussian_sample_backward(dz, sigma, eps)
+
+
+@elementwise
+def gaussian_sample(xp, mu, logvar, eps):
+    """:class:`GaussianSample`'s forward: ``(z, sigma)``; one kernel on CuPy."""
+    sigma = xp.exp(0.5 * logvar)  # sigma = exp(logvar / 2): logvar is log sigma^2
+    return mu + sigma * eps, sigma
+
+
+@elementwise
+def gaussian_sample_backward(xp, dz, sigma, eps):
+    """:class:`GaussianSample`'s backward: ``(dmu, dlogvar)`` from ``dz``; one kernel on CuPy."""
+    dmu = dz * 1  # dz/dmu = 1
+    dsigma = dz * eps  # dz/dsigma = eps
+    dlogvar = dsigma * (sigma / 2)  # dsigma/dlogvar = sigma / 2
+    return dmu, dlogvar

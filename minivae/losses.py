@@ -9,7 +9,7 @@ so likelihoods are comparable across models.
 
 import math
 
-from .backend import get_array_module
+from .backend import elementwise, get_array_module
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -35,23 +35,19 @@ def bernoulli_nll(logits, x):
     never overflows, so it is finite for any finite logit without clipping.
     ``d/dl [softplus(l) - x l] = sigmoid(l) - x``.
     """
-    xp = get_array_module(logits, x)
-    s = xp.abs(logits)
-    xp.negative(s, out=s)
-    xp.exp(s, out=s)  # s = exp(-|l|), in (0, 1]: safe for |l| up to the float range
-    nll = xp.maximum(logits, 0)
-    p = xp.log1p(s)  # p is scratch space until it holds the gradient
-    nll += p  # softplus(l) = max(l, 0) + log(1 + exp(-|l|))
-    xp.multiply(x, logits, out=p)
-    nll -= p  # - x l
+    nll, dlogits = bernoulli_terms(logits, x)
+    return nll.sum(axis=1), dlogits
+
+
+@elementwise
+def bernoulli_terms(xp, logits, x):
+    """:func:`bernoulli_nll` per pixel, before the sum: ``(nll (N, D), dlogits (N, D))``; one kernel on CuPy."""
+    s = xp.exp(-xp.abs(logits))  # exp(-|l|), in (0, 1]: safe for |l| up to the float range
+    nll = xp.maximum(logits, 0) + xp.log1p(s) - x * logits  # softplus(l) - x l
     # sigmoid(l) = 1 / (1 + s) for l >= 0 and e^l / (1 + s) for l < 0; the
     # numerator is exp(min(l, 0)) for both signs, so no branch is needed
-    xp.minimum(logits, 0, out=p)
-    xp.exp(p, out=p)
-    s += 1
-    p /= s
-    p -= x  # d/dl = sigmoid(l) - x
-    return nll.sum(axis=1), p
+    dlogits = xp.exp(xp.minimum(logits, 0)) / (1 + s) - x  # d/dl = sigmoid(l) - x
+    return nll, dlogits
 
 
 def binomial_nll(logits, x, n, log_binom=None):
@@ -196,12 +192,12 @@ def kl_standard_normal(mu, logvar):
     return kl_dims.sum(axis=1), dmu, dlogvar
 
 
-def kl_per_dimension(mu, logvar):
-    """The KL of ``kl_standard_normal`` before summing over dimensions: ``(N, K)``."""
-    xp = get_array_module(mu, logvar)
+@elementwise
+def kl_per_dimension(xp, mu, logvar):
+    """The KL of ``kl_standard_normal`` before summing over dimensions: ``(N, K)`` each; one kernel on CuPy."""
     var = xp.exp(logvar)
     kl = 0.5 * (mu * mu + var - logvar - 1)
-    dmu = mu * 1  # dKL/dmu = mu
+    dmu = mu * 1  # dKL/dmu = mu (a copy, which callers may scale in place)
     dlogvar = 0.5 * (var - 1)  # dKL/dlogvar = (sigma^2 - 1) / 2
     return kl, dmu, dlogvar
 

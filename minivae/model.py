@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from .backend import get_array_module, name_of, resolve, to_backend
+from .backend import elementwise, get_array_module, name_of, resolve, to_backend
 from .layers import ACTIVATIONS, Dense, GaussianSample
 from .likelihoods import NAMES as LIKELIHOODS
 from .likelihoods import make as make_likelihood
@@ -270,8 +270,7 @@ class VAE:
             ddec_logvar *= 1.0 / N
         dz = self._decode_backward(dout, ddec_logvar)  # (N, K)
         dmu, dlogvar = self._sampler.backward(dz)  # through z = mu + sigma * eps
-        dmu += (w / N) * dmu_kl  # the KL term also depends on mu ...
-        dlogvar += (w / N) * dlogvar_kl  # ... and on logvar directly
+        dmu, dlogvar = plus_kl_gradient(dmu, dlogvar, dmu_kl, dlogvar_kl, w / N)
         self._encode_backward(dmu, dlogvar)
         return stats
 
@@ -519,6 +518,15 @@ class VAE:
         """Read a checkpoint onto a backend (see :func:`minivae.checkpoint.load`)."""
         from .checkpoint import load
         return load(path, backend=backend)
+
+
+@elementwise
+def plus_kl_gradient(xp, dmu, dlogvar, dmu_kl, dlogvar_kl, scale):
+    """The sampler's gradients plus ``scale`` times the KL's: the KL term also depends on ``mu`` and ``logvar`` directly.
+
+    ``scale`` is the KL's weight over the batch size, since the loss is a batch mean. One kernel on CuPy.
+    """
+    return dmu + scale * dmu_kl, dlogvar + scale * dlogvar_kl
 
 
 def param_shapes(input_dim, hidden_dims, latent_dim, learned_variance=False, n_classes=0):

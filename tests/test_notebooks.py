@@ -88,3 +88,17 @@ def test_strip_solutions_keeps_indentation_and_the_rest():
     for bad in ("### BEGIN SOLUTION\nx = 1", "### END SOLUTION", "### BEGIN SOLUTION\n### BEGIN HIDDEN TESTS"):
         with pytest.raises(ValueError):
             strip(bad)
+
+
+def test_every_planted_bug_still_matches_the_library(tmp_path):
+    """notebooks/mutations.py plants each bug by replacing one line; a line the library no longer has plants nothing."""
+    sys.path.insert(0, str(NOTEBOOKS))
+    try:
+        import mutations
+    finally:
+        sys.path.remove(str(NOTEBOOKS))
+    for i, bug in enumerate(mutations.BUGS):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        mutations.plant(bug, folder)  # raises when the correct line is not in the source exactly once
+        assert bug[3] in (folder / "minivae" / bug[1]).read_text()
