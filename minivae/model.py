@@ -232,15 +232,16 @@ class VAE:
             dh = dense.backward(act.backward(dh), need_dx=i > 0)
 
     def forward_backward(self, x, eps, kl_weight=None, free_bits=0.0, onehot=None):
-        """One pass over a checked batch: fills ``flat_grads`` and returns ``stats``, a device array of three float64s.
+        """One pass over a checked batch: fills ``flat_grads`` and returns ``stats``, three 0-d device arrays.
 
-        ``stats`` holds ``(loss, rec, kl)``: ``loss = mean_n [ -log p(x_n|z_n) ] +
+        ``stats`` is ``(loss, rec, kl)``: ``loss = mean_n [ -log p(x_n|z_n) ] +
         kl_weight * KL``, where KL is the batch mean of ``KL(q(z|x_n) || p(z))``;
         with ``free_bits > 0`` each latent dimension's batch-mean KL counts as
         at least ``free_bits`` nats (and passes no gradient while below that
         floor). ``rec`` and ``kl`` are the plain batch means, for reporting.
         They stay on the device, so that a training step can read them together
         with its other checks in one transfer (on a GPU, one synchronisation).
+        ``loss`` is computed in float64, ``rec`` and ``kl`` in the model's dtype.
         """
         xp = self.xp
         N = x.shape[0]
@@ -261,8 +262,9 @@ class VAE:
             dlogvar_kl *= above
         else:
             kl_term = kl_mean
-        rec_mean, kl_mean, kl_term = xp.stack([rec.mean(), kl_mean, kl_term]).astype(xp.float64)
-        stats = xp.stack([rec_mean + w * kl_term, rec_mean, kl_mean])  # loss, rec, kl
+        rec_mean = rec.mean()
+        # the loss in float64 from the parts, so that it is exactly rec + w * kl_term once read back
+        stats = (rec_mean.astype(xp.float64) + w * kl_term.astype(xp.float64), rec_mean, kl_mean)
 
         # backward: every term is a batch mean, so each per-example gradient carries 1/N
         dout *= 1.0 / N
@@ -278,7 +280,7 @@ class VAE:
         """The K-sample importance-weighted bound (Burda et al., 2016) over a checked batch; fills ``flat_grads``.
 
         ``eps`` is (K, N, L). Returns ``stats`` as :meth:`forward_backward` does,
-        a device array of ``(loss, rec, kl)``: ``loss`` is minus the
+        three 0-d device arrays ``(loss, rec, kl)``: ``loss`` is minus the
         batch mean of ``log (1/K) sum_k w_k`` with
         ``log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)``; ``rec`` and ``kl``
         are the sample means of ``-log p(x|z_k)`` and ``log q(z_k|x) - log p(z_k)``,
@@ -311,7 +313,7 @@ class VAE:
         w = xp.exp(log_w - m)
         total = w.sum(axis=0)
         bound = m + xp.log(total) - math.log(K)  # log (1/K) sum_k w_k, (N,)
-        stats = xp.stack([-bound.mean(), rec.mean(), (log_qz - log_pz).mean()]).astype(xp.float64)
+        stats = (-bound.mean(), rec.mean(), (log_qz - log_pz).mean())
 
         # backward: d loss / d(-log w_kn) = wt_kn / N, the normalised weight and the batch mean
         g = w / total / N  # (K, N)

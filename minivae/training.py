@@ -209,7 +209,7 @@ def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, 
         grads_squared = model.flat_grads @ model.flat_grads
         opt.step(model.flat_params, model.flat_grads, saved=saved)
         params_squared = model.flat_params @ model.flat_params
-        checks = xp.concatenate([stats, xp.stack([grads_squared, params_squared]).astype(xp.float64)])
+        checks = xp.stack([*stats, grads_squared, params_squared])  # one array, so one read
         loss, rec, kl, grads_squared, params_squared = to_numpy(checks).tolist()  # the one transfer
         bad = None
         if not (math.isfinite(loss) and _finite(grads_squared, model.flat_grads)):

@@ -96,7 +96,7 @@ def _transfer(result):
 def _device_call(fn):
     def call(*args, **kwargs):
         if Fusing.active and not isinstance(fn, np.ufunc):
-            Fusing.refuse(f"{getattr(fn, '__name__', fn)}() is not an element-wise function")
+            Fusing.refuse(f"{getattr(fn, '__name__', fn)}()")
         Counts.launches += 1
         return _wrap(fn(*_unwrap(args), **_unwrap(kwargs)))
 
