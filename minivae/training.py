@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from .backend import get_array_module, to_numpy
 from .blas import StepThreads
 from .evaluate import latent_diagnostics
+from .noise import NoiseAhead
 from .optim import OPTIMIZERS, UndoRecord
 from .validation import check_choice, check_positive
 
@@ -125,7 +126,9 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     first = len(model.history_)
     total_steps = epochs * steps - (place["step"] if place and epochs else 0)
     bar = tqdm(total=total_steps, disable=not progress, unit="batch", leave=True)
-    snapshot = StepSnapshot(model, opt)
+    # on a GPU, each step's noise is drawn on a helper thread during the step before (see minivae.noise)
+    noise = NoiseAhead(model, ahead=model.xp is not np and binarize is None)
+    snapshot = StepSnapshot(model, opt, noise)
     threads = StepThreads(model, batch_size * n_samples)  # one BLAS thread or more, by measurement (see minivae.blas)
     try:
         with StopRequests() as stops:
@@ -144,10 +147,11 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
                         snapshot.take(totals)
                         try:
                             rows = perm_rows[step * batch_size:(step + 1) * batch_size]
+                            following = min(batch_size, n - (step + 1) * batch_size) if step + 1 < steps else None
                             with threads.step():
                                 loss, rec, kl = _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch,
-                                                      step, lr, snapshot.saved, n_samples if objective == "iwae" else 0,
-                                                      onehot)
+                                                      step, lr, snapshot.saved, noise, following,
+                                                      n_samples if objective == "iwae" else 0, onehot)
                             totals += rows.shape[0] * np.array([loss, rec, kl])
                             place["step"] = step + 1
                         except BaseException:
@@ -170,6 +174,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     except KeyboardInterrupt:  # a second Ctrl-C, or one where no handler could be installed
         model.stopped_by_ = "SIGINT"
     finally:
+        noise.close()  # a draw made ahead for a step that did not run is undone
         # the unfinished epoch, if any, is always the one after those in the history
         model.partial_epoch_ = None if place is None else {
             "epoch": len(model.history_) + 1, "n": n, "batch_size": batch_size, **place}
@@ -181,11 +186,14 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     return model
 
 
-def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, saved, iw_samples=0, onehot=None):
+def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, saved, noise, following,
+          iw_samples=0, onehot=None):
     """One minibatch: forward, backward and the optimiser's update; raises DivergedError on a non-finite result.
 
     ``rows`` are the batch's indices into ``x``, on the model's device. ``iw_samples > 0`` steps on the
-    importance-weighted bound with that many samples, else on the ELBO. Returns ``(loss, rec, kl)``.
+    importance-weighted bound with that many samples, else on the ELBO. The noise comes from ``noise``
+    (a :class:`minivae.noise.NoiseAhead`), which may start drawing the next step's, for a batch of
+    ``following`` examples (None: this step ends the epoch). Returns ``(loss, rec, kl)``.
 
     The step reads one small array back from the device: the loss, its parts, and the sums of squares of
     the gradient and of the updated parameters, which are finite exactly when every entry is (barring
@@ -197,9 +205,10 @@ def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, 
     yb = None if onehot is None else onehot[rows]
     if binarize == "dynamic":
         xb = _bernoulli(model, xb)
-    B = rows.shape[0]
-    shape = (iw_samples, B, model.latent_dim) if iw_samples else (B, model.latent_dim)
-    eps = model.draw_normal(shape)
+    def noise_shape(batch):
+        return (iw_samples, batch, model.latent_dim) if iw_samples else (batch, model.latent_dim)
+
+    eps = noise.take(noise_shape(rows.shape[0]), None if following is None else noise_shape(following))
     # overflow is checked for below and reported as a DivergedError, so NumPy need not warn of it
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if iw_samples:
@@ -265,14 +274,14 @@ class StepSnapshot:
     before the step.
     """
 
-    def __init__(self, model, opt):
-        self.model, self.opt = model, opt
+    def __init__(self, model, opt, noise):
+        self.model, self.opt, self.noise = model, opt, noise
         self.saved = UndoRecord()
 
     def take(self, totals):
         self.saved.complete = False
         self.t, self.names = self.opt.t, set(self.opt.state)
-        self.rng_state = self.model.rng_.bit_generator.state
+        self.rng_state = self.noise.state()  # before this step's noise, even if it was drawn ahead
         self.totals = totals.copy()
 
     def restore(self, totals):
@@ -284,6 +293,7 @@ class StepSnapshot:
         if self.saved.complete:
             self.model.flat_params[...] = self.saved.arrays["w"]
         self.opt.t = self.t
+        self.noise.cancel()  # the helper thread is done with the generator before it is wound back
         self.model.rng_.bit_generator.state = self.rng_state
         totals[...] = self.totals
 

@@ -335,3 +335,73 @@ def test_a_training_step_reads_from_the_device_once(strict, digits, options):
         model.fit(digits[0][:n], epochs=1, batch_size=32, progress=False, eval_batch_size=100, **options)
         transfers[n] = strict.counts.transfers
     assert transfers[640] - transfers[320] == 10
+
+
+def strict_and_numpy_runs(run):
+    """``run(backend)`` on NumPy and on the strict stand-in (where the noise is drawn ahead, see minivae.noise)."""
+    return run("numpy"), run("cupy")
+
+
+def same_training(a, b):
+    assert np.array_equal(to_numpy(a.flat_params), to_numpy(b.flat_params))
+    assert a.rng_.bit_generator.state == b.rng_.bit_generator.state
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in a.history_] == \
+           [{k: v for k, v in row.items() if k != "seconds"} for row in b.history_]
+
+
+@pytest.mark.parametrize("options", [{}, {"objective": "iwae", "n_samples": 3}, {"free_bits": 0.1}],
+                         ids=["elbo", "iwae", "free-bits"])
+def test_noise_drawn_ahead_is_the_noise_drawn_in_turn(strict, digits, monkeypatch, options):
+    """On a GPU each step's noise is drawn during the step before; the draws, and so training, are NumPy's."""
+    from minivae.noise import NoiseAhead
+
+    x = digits[0][:300]  # 9 steps of 32 and one of 12
+    served_ahead, real_take = [], NoiseAhead.take
+
+    def take(self, shape, following=None):
+        served_ahead.append(self.pending is not None and self.pending[0] == shape)
+        return real_take(self, shape, following)
+
+    monkeypatch.setattr(NoiseAhead, "take", take)
+    numpy_run, gpu_run = strict_and_numpy_runs(
+        lambda backend: small(backend).fit(x, epochs=2, batch_size=32, progress=False, **options))
+    same_training(numpy_run, gpu_run)
+    assert served_ahead == [False] * 20 + ([False] + [True] * 9) * 2  # NumPy: none; the GPU: all but each epoch's first
+
+
+def test_a_stop_while_noise_is_drawn_ahead_resumes_bit_for_bit(strict, digits, tmp_path, monkeypatch):
+    """The draw made ahead for the step that never ran is undone, so the checkpoint holds the generator as it was."""
+    x = digits[0][:300]
+
+    def stopped_and_resumed(backend):
+        model = small(backend)
+        with handled_as(signal.SIGTERM, signal.SIG_DFL):
+            a_signal_at_step(model, monkeypatch, signal.SIGTERM, at=13)
+            model.fit(x, epochs=3, batch_size=32, progress=False)
+        assert model.stopped_by_ == "SIGTERM" and model.partial_epoch_["step"] == 3
+        model.save(tmp_path / f"{backend}.npz")
+        return VAE.load(tmp_path / f"{backend}.npz", backend=backend).fit(x, epochs=2, batch_size=32, progress=False)
+
+    straight = small().fit(x, epochs=3, batch_size=32, progress=False)
+    for resumed in strict_and_numpy_runs(stopped_and_resumed):
+        same_training(straight, resumed)
+
+
+def test_an_undone_step_winds_back_the_noise_drawn_ahead(strict, digits, monkeypatch):
+    def diverging(backend):
+        model = small(backend)
+        real, calls = model.forward_backward, []
+
+        def failing(x, eps, *args):
+            calls.append(1)
+            if len(calls) == 7:
+                return tuple(model.xp.asarray(math.nan) for _ in range(3))  # loss, rec, kl
+            return real(x, eps, *args)
+
+        monkeypatch.setattr(model, "forward_backward", failing)
+        with pytest.raises(DivergedError, match=r"epoch 2, step 2"):
+            model.fit(digits[0][:100], epochs=3, batch_size=20, progress=False)
+        return model
+
+    numpy_run, gpu_run = strict_and_numpy_runs(diverging)
+    same_training(numpy_run, gpu_run)  # the generator as it was before the undone step's noise, on both
