@@ -405,3 +405,11 @@ def test_an_undone_step_winds_back_the_noise_drawn_ahead(strict, digits, monkeyp
 
     numpy_run, gpu_run = strict_and_numpy_runs(diverging)
     same_training(numpy_run, gpu_run)  # the generator as it was before the undone step's noise, on both
+
+
+def test_training_on_real_cupy_draws_what_numpy_draws(real_cupy, digits):
+    """With the noise drawn ahead on a helper thread, a GPU run still leaves the generator where NumPy's does."""
+    x = digits[0][:300]
+    runs = [small(backend).fit(x, epochs=2, batch_size=32, progress=False) for backend in ("numpy", "cupy")]
+    assert runs[0].rng_.bit_generator.state == runs[1].rng_.bit_generator.state
+    assert math.isclose(runs[0].history_[0]["loss"], runs[1].history_[0]["loss"], rel_tol=1e-4)  # the same eps
