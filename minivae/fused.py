@@ -22,7 +22,10 @@ _kernels = {}
 
 
 def requested():
-    """False when ``MINIVAE_FAST=0`` asks for the NumPy-style updates (on the CPU and the GPU alike)."""
+    """False when ``MINIVAE_FAST=0`` asks for the NumPy-style updates (on the CPU and the GPU alike).
+
+    On CuPy it also runs :func:`minivae.backend.elementwise` functions one kernel per operation, unfused.
+    """
     return os.environ.get("MINIVAE_FAST", "1") != "0"
 
 
