@@ -20,6 +20,8 @@ import sys
 
 import numpy as np
 
+from . import fused as fused_paths  # MINIVAE_FAST switches every compiled path together
+
 BACKENDS = ("numpy", "cupy", "auto")
 
 _CUPY_HELP = (
@@ -152,14 +154,12 @@ def elementwise(fn):
     with NumPy's to rounding: the GPU's ``exp`` and ``log1p`` are not the CPU's,
     and its compiler may join a product and a sum into one rounding.
     """
-    from . import fused as fused_updates  # MINIVAE_FAST switches the compiled paths together
-
     kernels = {}
 
     @functools.wraps(fn)
     def call(*args):
         xp = get_array_module(*args)
-        if xp is np or not fused_updates.requested():
+        if xp is np or not fused_paths.requested():
             return fn(xp, *args)
         kernel = kernels.get(xp)
         if kernel is None:  # one per module: the tests run CuPy's stand-in and real CuPy in one process
