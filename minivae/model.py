@@ -185,8 +185,8 @@ class VAE:
                 f"backend={self.backend!r}, params={self.n_params:,})")
 
     # ------------------------------------------------------------------ forward pieces
-    # encoder_forward, decoder_forward, nll, forward_backward, iwae_forward_backward and draw_normal are the
-    # building blocks that the training loop and minivae.evaluate share. They take arrays already checked
+    # encoder_forward, decoder_forward, nll, forward_backward, iwae_forward_backward, draw_normal and host_normal
+    # are the building blocks that the training loop and minivae.evaluate share. They take arrays already checked
     # (checked_input) and on the model's device, and check nothing themselves; the public methods below
     # (encode, decode, loss_and_grads, ...) check their inputs first.
     def encoder_forward(self, x, onehot=None):
@@ -378,8 +378,12 @@ class VAE:
         It is drawn on the host from the seeded generator and then moved, so
         NumPy and CuPy runs with the same seed see the same ``eps``.
         """
+        return self.xp.asarray(self.host_normal(shape, rng))
+
+    def host_normal(self, shape, rng=None):
+        """:meth:`draw_normal`'s draw, left on the host as a NumPy array (``minivae.noise`` draws it ahead)."""
         rng = self.rng_ if rng is None else rng
-        return self.xp.asarray(rng.standard_normal(shape, dtype=self.dtype))
+        return rng.standard_normal(shape, dtype=self.dtype)
 
     # ------------------------------------------------------------------ public API
     def loss_and_grads(self, x, eps=None, kl_weight=None, free_bits=0.0, objective="elbo", n_samples=1, y=None):

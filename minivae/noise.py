@@ -43,7 +43,7 @@ class NoiseAhead:
         if self.pool is not None and following is not None:
             rng = self.model.rng_
             state = rng.bit_generator.state
-            self.pending = (following, self.pool.submit(rng.standard_normal, following, dtype=self.model.dtype), state)
+            self.pending = (following, self.pool.submit(self.model.host_normal, following, rng), state)
         return eps
 
     def state(self):
