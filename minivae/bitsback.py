@@ -14,8 +14,9 @@ whose average over ``z ~ q`` is the negative ELBO: the ELBO is a code length.
 Here ``z`` is discretised, one latent dimension at a time, into ``2^latent_precision``
 buckets of equal mass under the prior ``N(0, 1)``, so that ``p(z)`` is uniform
 over buckets and ``q(z|x)`` is its Gaussian's mass in each; the decoder reads
-each bucket's centre. Pixels are counts ``k`` in ``0..n`` (``n`` the binomial's
-trials, 1 for a Bernoulli model), coded with the model's ``p(x|z)``. Every
+each bucket's centre. Pixels are whole levels ``k`` in ``0..levels-1`` (a
+binomial's or beta-binomial's counts of ``n`` trials, a categorical's levels,
+a Bernoulli's 0 and 1), coded with the model's ``p(x|z)``. Every
 distribution is quantised to integer frequencies (:func:`minivae.ans.quantize`).
 The encoder and decoder compute them the same way from the same inputs, one
 image at a time, so the decoded images equal the originals bit for bit.
@@ -33,16 +34,18 @@ import numpy as np
 
 from .ans import Message, cumulative, quantize
 from .backend import to_numpy
+from .baselines import pixel_histograms
 
 NORMAL = NormalDist()
 
 
 class BitsBackCodec:
-    """Code images of counts with a trained binomial or Bernoulli :class:`~minivae.VAE`.
+    """Code images of whole levels with a trained :class:`~minivae.VAE` whose likelihood is a pmf over them.
 
     Parameters
     ----------
-    model : VAE with ``likelihood="binomial"`` (counts of ``trials``) or ``"bernoulli"`` (binary pixels).
+    model : VAE with a likelihood over pixel levels: ``"binomial"``, ``"beta_binomial"``,
+        ``"categorical"`` or ``"bernoulli"`` (binary pixels).
     latent_precision : int
         ``2^latent_precision`` buckets per latent dimension.
     posterior_precision, pixel_precision : int
@@ -50,22 +53,22 @@ class BitsBackCodec:
     """
 
     def __init__(self, model, latent_precision=10, posterior_precision=24, pixel_precision=24):
-        if model.likelihood not in ("binomial", "bernoulli"):
-            raise ValueError(f"bits-back coding here codes counts with a binomial or Bernoulli model; "
-                             f"this one's likelihood is {model.likelihood!r}")
+        if model.likelihood_.levels is None:
+            raise ValueError(f"bits-back coding codes pixel levels with a pmf over them (a binomial, beta-binomial, "
+                             f"categorical or Bernoulli model); this one's likelihood, {model.likelihood!r}, "
+                             "is a density")
         if not posterior_precision >= latent_precision + 2:
             raise ValueError("posterior_precision must exceed latent_precision by at least 2, so that q(z|x) "
                              "can put more than the minimum frequency on a bucket")
         self.model = model
-        self.trials = model.trials or 1
+        self.levels = model.likelihood_.levels
+        self.trials = self.levels - 1  # the largest level: x = k / trials
         self.latent_precision, self.posterior_precision = latent_precision, posterior_precision
         self.pixel_precision = pixel_precision
         B = 1 << latent_precision
         # bucket edges at the prior's quantiles i / B (the outer ones infinite); centres at (i + 1/2) / B
         self.edges = np.array([-math.inf] + [NORMAL.inv_cdf(i / B) for i in range(1, B)] + [math.inf])
         self.centres = np.array([NORMAL.inv_cdf((i + 0.5) / B) for i in range(B)])
-        n = self.trials
-        self.log_binom = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(n + 1)])
 
     # ---------------------------------------------------------------- the three distributions
     def posterior_freqs(self, x):
@@ -76,19 +79,12 @@ class BitsBackCodec:
         return quantize(np.diff(cdf, axis=1), self.posterior_precision)
 
     def likelihood_freqs(self, buckets):
-        """``p(x|z)`` per pixel as integer frequencies over the counts ``0..n``: (D, n + 1)."""
-        z = self.centres[buckets][None]  # (1, L)
-        logits = self._logits(z)
-        k = np.arange(self.trials + 1)
-        log_p = -np.logaddexp(0, -logits)[:, None]  # log sigmoid(l), (D, 1)
-        log_not_p = -np.logaddexp(0, logits)[:, None]
-        log_pmf = self.log_binom[None] + k * log_p + (self.trials - k) * log_not_p  # (D, n + 1)
+        """``p(x|z)`` per pixel as integer frequencies over the levels ``0..levels-1``: (D, levels)."""
+        model = self.model
+        z = model.xp.asarray(self.centres[buckets][None].astype(model.dtype))  # (1, L)
+        out, logvar = model.decoder_forward(z)
+        log_pmf = model.likelihood_.log_pmf(out)[0]  # (D, levels)
         return quantize(np.exp(log_pmf - log_pmf.max(axis=1, keepdims=True)), self.pixel_precision)
-
-    def _logits(self, z):
-        mean = to_numpy(self.model.decode(z)).astype(np.float64)[0]  # sigmoid(logits), the pixels' mean / n
-        mean = np.clip(mean, 1e-300, 1 - 1e-16)
-        return np.log(mean) - np.log1p(-mean)
 
     # ---------------------------------------------------------------- one image
     def push_image(self, message, x):
@@ -150,7 +146,7 @@ class BitsBackCodec:
         if counts.ndim != 2 or counts.shape[1] != self.model.input_dim:
             raise ValueError(f"counts must be (N, {self.model.input_dim}); got shape {counts.shape}")
         if counts.dtype.kind not in "iu" or counts.min() < 0 or counts.max() > self.trials:
-            raise ValueError(f"counts must be integers in 0..{self.trials} (the pixel values times trials)")
+            raise ValueError(f"counts must be integers in 0..{self.trials}, the model's pixel levels")
         return counts.astype(np.int64)
 
 
@@ -162,9 +158,7 @@ class PixelCodec:
     """
 
     def __init__(self, train_counts, trials, precision=24):
-        train_counts = np.asarray(train_counts, dtype=np.int64)
-        hist = np.stack([np.bincount(col, minlength=trials + 1) for col in train_counts.T]) + 1.0  # (D, n + 1)
-        self.probs = hist / hist.sum(axis=1, keepdims=True)
+        self.probs = pixel_histograms(train_counts, trials + 1)  # (D, n + 1)
         self.freqs = quantize(self.probs, precision)
         self.starts = [cumulative(f) for f in self.freqs]
         self.precision = precision

@@ -17,8 +17,10 @@ import numpy as np
 
 from .archive import read_npz
 from .backend import to_backend, to_numpy
+from .likelihoods import NAMES as LIKELIHOODS
+from .likelihoods import decoder_outputs
 from .optim import OPTIMIZERS
-from .validation import check_positive
+from .validation import check_choice, check_positive
 
 FORMAT = "minivae-checkpoint"
 VERSION = 2  # 2 added the evaluation generator and the place in an unfinished epoch
@@ -151,7 +153,8 @@ def load(path, backend=None):
                               check_positive("latent_dim", config.get("latent_dim"), integer=True),
                               config.get("likelihood") == "gaussian" and config.get("decoder_std") == "learned",
                               0 if config.get("n_classes") is None else
-                              check_positive("n_classes", config.get("n_classes"), integer=True))
+                              check_positive("n_classes", config.get("n_classes"), integer=True),
+                              _outputs_per_pixel(config))
         n_params = sum(math.prod(shape) for shape in shapes.values())
         if params.shape != (n_params,) or params.dtype.name != config.get("dtype"):
             raise ValueError(f"its parameters ({params.dtype}, {params.shape}) do not fit its configuration "
@@ -189,6 +192,19 @@ def _json_member(arrays, key, path):
         return json.loads(_text(arrays, key, path))
     except (json.JSONDecodeError, RecursionError) as err:
         raise ValueError(f"its {key!r} member is not valid JSON ({type(err).__name__})") from None
+
+
+def _outputs_per_pixel(config):
+    """How many numbers per pixel the configuration's decoder emits (a categorical's ``levels``), checked."""
+    from .model import MAX_LEVELS
+
+    likelihood = check_choice("likelihood", config.get("likelihood"), LIKELIHOODS)
+    levels = config.get("levels")
+    if likelihood == "categorical":
+        levels = check_positive("levels", levels, integer=True)
+        if levels > MAX_LEVELS:
+            raise ValueError(f"its categorical likelihood has {levels:,} levels, more than {MAX_LEVELS:,}")
+    return decoder_outputs(likelihood, levels)
 
 
 def _list(value, what):

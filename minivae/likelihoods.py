@@ -8,25 +8,34 @@ log-variance) into
 * ``mean(out)``: ``E[x|z]``, what ``VAE.decode`` returns;
 * ``sample(out, logvar, rng)``: one draw ``x ~ p(x|z)``, with noise from ``rng``;
 * ``check(x, name)``: refuses data outside the distribution's support, and
-  ``caveat(x)``: says when a number it computes is not a log-likelihood of ``x``.
+  ``caveat(x)``: says when a number it computes is not a log-likelihood of ``x``;
+* for a pmf over a grid of ``levels`` pixel values, ``counts(x)`` (the whole
+  levels) and ``log_pmf(out)`` (every level's log-probability, which
+  bits-back coding codes with).
 
 A log-likelihood is only a log-probability of data that the distribution can
 produce: the Bernoulli is a distribution over {0, 1}, so on grey levels its
 "log-likelihood" is a cross-entropy, not the log of any probability. Choose
-by the data: ``bernoulli`` for binary pixels, ``binomial`` for counts (the
-bundled digits count 0 to 16 lit pixels in each 4x4 block, so ``x = k / 16``),
-``continuous_bernoulli`` for intensities anywhere in [0, 1], ``gaussian`` for
-real values.
+by the data: ``bernoulli`` for binary pixels; for pixels on a grid of levels
+(the bundled digits count 0 to 16 lit pixels in each 4x4 block, so
+``x = k / 16``) ``categorical`` (a free mass on each level), ``beta_binomial``
+(a mean and a spread per pixel) or ``binomial`` (a mean alone, which also
+fixes the spread); ``continuous_bernoulli`` for intensities anywhere in [0, 1]
+that are never exactly 0 or 1; ``gaussian`` for real values. Only the first
+four give log-probabilities, comparable with any other coder of the same
+levels in bits.
 """
+
+import math
 
 import numpy as np
 
 from .backend import get_array_module, to_numpy
 from .layers import sigmoid
-from .losses import (SERIES_BELOW, bernoulli_nll, binomial_nll, continuous_bernoulli_nll, gaussian_nll,
-                     gaussian_nll_learned)
+from .losses import (LOG_CONCENTRATION_MAX, SERIES_BELOW, bernoulli_nll, beta_binomial_nll, binomial_nll,
+                     categorical_nll, continuous_bernoulli_nll, gaussian_nll, gaussian_nll_learned)
 
-NAMES = ("bernoulli", "binomial", "continuous_bernoulli", "gaussian")
+NAMES = ("bernoulli", "binomial", "categorical", "beta_binomial", "continuous_bernoulli", "gaussian")
 INTEGER_TOLERANCE = 1e-3  # how far n x may stray from a whole count (float32 rounding of k / n is far smaller)
 BLOCK_ROWS = 4096  # data checks walk the data in blocks of rows, so their temporaries stay small
 
@@ -43,6 +52,8 @@ class Likelihood:
     title = None  # for messages
     unit_interval = True  # the data must lie in [0, 1]
     learned_variance = False  # a second decoder head, ``decoder.logvar``
+    outputs = 1  # decoder outputs per pixel: ``decoder.out`` emits (N, D * outputs)
+    levels = None  # a pmf's number of pixel values 0..levels-1, stored as k / (levels - 1); None for a density
 
     def check(self, x, name="x"):
         """Raise ``ValueError`` if ``x`` (already checked for shape and finiteness) is outside the support."""
@@ -55,12 +66,42 @@ class Likelihood:
         """The constructor arguments of ``VAE`` that choose this likelihood."""
         return {"likelihood": self.name}
 
+    def counts(self, x):
+        """A pmf's data as whole levels ``k = (levels - 1) x``, int64, shaped like ``x``."""
+        xp = get_array_module(x)
+        return xp.rint(x * (self.levels - 1)).astype(xp.int64)
+
+    def log_pmf(self, out):
+        """``log p(x_d = k / (levels - 1) | z)`` for every level ``k``: (N, D, levels), in float64 on the host.
+
+        What bits-back coding codes pixels with; only a likelihood over a grid of levels has one.
+        """
+        raise ValueError(f"the {self.title} likelihood is a density, not a probability over pixel levels; "
+                         "choose a binomial, categorical, beta-binomial or Bernoulli model")
+
+
+class Counts(Likelihood):
+    """A pmf over ``levels`` equally spaced values ``k / (levels - 1)``: the data must lie on that grid."""
+
+    def check(self, x, name="x"):
+        xp = get_array_module(x)
+        n = self.levels - 1
+        off = 0.0
+        for b in blocks(x):
+            counts = b * n
+            off = max(off, float(xp.abs(counts - xp.rint(counts)).max()))
+        if off > INTEGER_TOLERANCE:
+            raise ValueError(f"the {self.title} likelihood over {self.levels} levels needs {name} to hold whole "
+                             f"levels divided by {n} (k / {n} for k in 0..{n}), but {name} * {n} is {off:.3g} from "
+                             f"the nearest whole number; {self.fix}")
+
 
 class Bernoulli(Likelihood):
     """Independent binary pixels, ``p(x_d = 1 | z) = sigmoid(l_d)``; the decoder emits logits."""
 
     name = "bernoulli"
     title = "Bernoulli"
+    levels = 2
 
     def nll(self, x, out, logvar=None):
         nll, dout = bernoulli_nll(out, x)
@@ -74,6 +115,10 @@ class Bernoulli(Likelihood):
         u = xp.asarray(rng.random(out.shape, dtype=out.dtype))
         return (u < sigmoid(out)).astype(out.dtype)
 
+    def log_pmf(self, out):
+        logits = to_numpy(out).astype(np.float64)
+        return -np.logaddexp(0, np.stack([logits, -logits], axis=2))  # log(1 - p), log p
+
     def caveat(self, x):
         grey = sum(int(((b != 0) & (b != 1)).sum()) for b in blocks(x))
         if grey == 0:
@@ -82,22 +127,28 @@ class Bernoulli(Likelihood):
         return (f"the Bernoulli likelihood is a distribution over binary pixels, but {share:.0%} of these lie "
                 "strictly between 0 and 1: its 'log-likelihood' is then a cross-entropy, not the log of a "
                 "probability of this data. Binarise the data (fit(..., binarize='dynamic')), or choose "
-                "likelihood='binomial' (counts k / n) or likelihood='continuous_bernoulli' (intensities)")
+                "likelihood='categorical' or 'binomial' (whole levels k / n)")
 
 
-class Binomial(Likelihood):
+class Binomial(Counts):
     """Independent counts ``k_d = n x_d ~ Binomial(n, sigmoid(l_d))``; the decoder emits logits.
 
     ``x`` holds the counts divided by ``n`` (so it lies in [0, 1] like every
     other minivae input), and ``nll`` is ``-log P(k|z)``, the full log
-    probability mass including ``log C(n, k)``.
+    probability mass including ``log C(n, k)``. One number per pixel sets both
+    its mean ``n p`` and its variance ``n p (1 - p)``: a pixel that is 0 or 16
+    for the same ``z`` is out of its reach, which is why the categorical and
+    the beta-binomial fit the digits better.
     """
 
     name = "binomial"
     title = "binomial"
+    fix = ("choose the right trials (the largest count), or likelihood='categorical' with levels=n + 1 "
+           "for another grid")
 
     def __init__(self, trials):
         self.trials = trials
+        self.levels = trials + 1
 
     def nll(self, x, out, logvar=None):
         nll, dout = binomial_nll(out, x, self.trials)
@@ -111,17 +162,117 @@ class Binomial(Likelihood):
         k = rng.binomial(self.trials, to_numpy(sigmoid(out)).astype(np.float64))
         return xp.asarray((k / self.trials).astype(out.dtype))
 
-    def check(self, x, name="x"):
-        xp = get_array_module(x)
-        off = 0.0
-        for b in blocks(x):
-            counts = b * self.trials
-            off = max(off, float(xp.abs(counts - xp.rint(counts)).max()))
-        if off > INTEGER_TOLERANCE:
-            raise ValueError(f"the binomial likelihood with trials={self.trials} needs {name} to hold counts "
-                             f"divided by {self.trials} (k / {self.trials} for whole k), but {name} * {self.trials} "
-                             f"is {off:.3g} from the nearest whole number; choose the right trials, or "
-                             "likelihood='continuous_bernoulli' for intensities")
+    def log_pmf(self, out):
+        n = self.trials
+        logits = to_numpy(out).astype(np.float64)[:, :, None]
+        k = np.arange(n + 1)
+        log_binom = np.array([math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) for j in k])
+        return log_binom - k * np.logaddexp(0, -logits) - (n - k) * np.logaddexp(0, logits)  # k log p + (n-k) log(1-p)
+
+    def config(self):
+        return {"likelihood": self.name, "trials": self.trials}
+
+
+class Categorical(Counts):
+    """Each pixel one of ``levels`` values, ``p(k_d = j | z) = softmax(l_d)_j``; the decoder emits ``levels`` logits a pixel.
+
+    The most flexible pmf over a pixel's levels (the 8x8 digits' 17, 8-bit
+    images' 256): nothing ties its masses together, so it can put most of a
+    pixel's mass on 0 and the rest on 16. The price is ``levels`` outputs per
+    pixel and no notion that level 7 is near level 8.
+    """
+
+    name = "categorical"
+    title = "categorical"
+    fix = "choose levels = the number of values each pixel takes (17 for the bundled digits, 256 for 8-bit images)"
+
+    def __init__(self, levels):
+        self.levels = levels
+        self.outputs = levels
+
+    def split(self, out):
+        return out.reshape(out.shape[0], -1, self.levels)  # (N, D, L)
+
+    def nll(self, x, out, logvar=None):
+        logits = self.split(out)
+        nll, dlogits = categorical_nll(logits, self.counts(x))
+        return nll, dlogits.reshape(out.shape), None
+
+    def probs(self, out):
+        xp = get_array_module(out)
+        logits = self.split(out)
+        e = xp.exp(logits - logits.max(axis=2, keepdims=True))
+        return e / e.sum(axis=2, keepdims=True)  # softmax over levels, (N, D, L)
+
+    def mean(self, out, logvar=None):
+        xp = get_array_module(out)
+        grid = xp.arange(self.levels, dtype=out.dtype) / (self.levels - 1)
+        return self.probs(out) @ grid  # E[x_d] = sum_j p_dj j / (L - 1)
+
+    def sample(self, out, logvar, rng):
+        xp = get_array_module(out)
+        cdf = self.probs(out).cumsum(axis=2)
+        u = xp.asarray(rng.random(cdf.shape[:2], dtype=out.dtype))
+        k = (cdf < u[:, :, None]).sum(axis=2)  # the first level whose cdf reaches u
+        return (xp.minimum(k, self.levels - 1) / (self.levels - 1)).astype(out.dtype)
+
+    def log_pmf(self, out):
+        logits = self.split(to_numpy(out).astype(np.float64))
+        top = logits.max(axis=2, keepdims=True)
+        return logits - top - np.log(np.exp(logits - top).sum(axis=2, keepdims=True))
+
+    def config(self):
+        return {"likelihood": self.name, "levels": self.levels}
+
+
+class BetaBinomial(Counts):
+    """Counts ``k_d ~ Binomial(n, p_d)`` with ``p_d ~ Beta(alpha_d, beta_d)``; the decoder emits ``log alpha`` and ``log beta``.
+
+    Two numbers per pixel: the mean ``alpha / (alpha + beta)`` and how
+    concentrated ``p`` is around it, so the variance is no longer tied to the
+    mean as the binomial's is. As ``alpha + beta`` grows it becomes the
+    binomial; near 0 it piles its mass on ``k = 0`` and ``k = n``.
+    """
+
+    name = "beta_binomial"
+    title = "beta-binomial"
+    outputs = 2
+    fix = "choose the right trials (the largest count), or likelihood='categorical' for another grid"
+
+    def __init__(self, trials):
+        self.trials = trials
+        self.levels = trials + 1
+
+    def split(self, out):
+        return out.reshape(out.shape[0], -1, 2)  # (N, D, [log alpha, log beta])
+
+    def nll(self, x, out, logvar=None):
+        nll, dout = beta_binomial_nll(self.split(out), x, self.trials)
+        return nll, dout.reshape(out.shape), None
+
+    def mean(self, out, logvar=None):
+        ab = self.split(out)
+        return sigmoid(ab[:, :, 0] - ab[:, :, 1])  # alpha / (alpha + beta)
+
+    def sample(self, out, logvar, rng):
+        xp = get_array_module(out)
+        ab = np.clip(self.split(to_numpy(out)).astype(np.float64), -LOG_CONCENTRATION_MAX, LOG_CONCENTRATION_MAX)
+        p = rng.beta(np.exp(ab[:, :, 0]), np.exp(ab[:, :, 1]))
+        return xp.asarray((rng.binomial(self.trials, p) / self.trials).astype(out.dtype))
+
+    def log_pmf(self, out):
+        n = self.trials
+        ab = np.clip(self.split(to_numpy(out)).astype(np.float64), -LOG_CONCENTRATION_MAX, LOG_CONCENTRATION_MAX)
+        alpha, beta = np.exp(ab[:, :, :1]), np.exp(ab[:, :, 1:])  # (N, D, 1)
+        j = np.arange(n)
+
+        def rising(c):  # log Gamma(c + m) / Gamma(c) = sum_{j<m} log(c + j), for m = 0..n: (N, D, n + 1)
+            steps = np.log(c + j)
+            return np.concatenate([np.zeros_like(c), np.cumsum(steps, axis=2)], axis=2)
+
+        k = np.arange(n + 1)
+        log_binom = np.array([math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in k])
+        return log_binom + rising(alpha) + rising(beta)[:, :, ::-1] - rising(alpha + beta)[:, :, -1:]
 
     def config(self):
         return {"likelihood": self.name, "trials": self.trials}
@@ -221,12 +372,22 @@ class LearnedGaussian(Gaussian):
         return out + sigma * xp.asarray(rng.standard_normal(out.shape, dtype=out.dtype))
 
 
-def make(likelihood, decoder_std=1.0, trials=None):
+def decoder_outputs(likelihood, levels=None):
+    """How many numbers per pixel the decoder emits for ``likelihood`` (a known name): a categorical's ``levels``."""
+    classes = {cls.name: cls for cls in (Bernoulli, Binomial, Categorical, BetaBinomial, ContinuousBernoulli, Gaussian)}
+    return levels if likelihood == "categorical" else classes[likelihood].outputs
+
+
+def make(likelihood, decoder_std=1.0, trials=None, levels=None):
     """The likelihood object for ``VAE``'s arguments (already checked for type)."""
     if likelihood == "bernoulli":
         return Bernoulli()
     if likelihood == "binomial":
         return Binomial(trials)
+    if likelihood == "beta_binomial":
+        return BetaBinomial(trials)
+    if likelihood == "categorical":
+        return Categorical(levels)
     if likelihood == "continuous_bernoulli":
         return ContinuousBernoulli()
     return LearnedGaussian() if decoder_std == "learned" else Gaussian(decoder_std)

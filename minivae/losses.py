@@ -91,6 +91,110 @@ def log_binomial_coefficients(x, n):
     return table[k].sum(axis=1)
 
 
+def categorical_nll(logits, k):
+    """``-log p(k | logits)`` for independent categorical pixels over ``L`` levels.
+
+    Parameters
+    ----------
+    logits : (N, D, L) array, one unnormalised log-probability per level of each pixel.
+    k : (N, D) integer array, each pixel's level in ``0..L-1``.
+
+    Returns
+    -------
+    nll : (N,) array
+    dlogits : (N, D, L) array
+
+    Notes
+    -----
+    ``p(k_d = j | l) = softmax(l_d)_j = exp(l_dj) / sum_i exp(l_di)``, so
+    ``-log p(k_d) = logsumexp(l_d) - l_{d, k_d}``, evaluated with the largest
+    logit taken out first so that no ``exp`` overflows.
+    ``d/dl_dj = softmax(l_d)_j - [j = k_d]``: the predicted probabilities less
+    the one-hot of the level seen. Unlike the binomial, the levels' masses are
+    free: a pixel can be almost surely 0 or 16 with nothing in between.
+    """
+    xp = get_array_module(logits)
+    top = logits.max(axis=2, keepdims=True)  # (N, D, 1)
+    e = xp.exp(logits - top)  # (N, D, L), in (0, 1]
+    total = e.sum(axis=2, keepdims=True)
+    onehot = xp.arange(logits.shape[2]) == k[:, :, None]  # (N, D, L), True at the level seen
+    seen = (logits * onehot).sum(axis=2)  # l_{d, k_d}, (N, D)
+    nll = (top[:, :, 0] + xp.log(total[:, :, 0]) - seen).sum(axis=1)  # logsumexp(l_d) - l_{d, k_d}
+    dlogits = e / total - onehot  # d/dl = softmax(l) - onehot(k)
+    return nll, dlogits.astype(logits.dtype)
+
+
+LOG_CONCENTRATION_MAX = 12.0  # the beta-binomial's log alpha and log beta are clipped to +-this
+
+
+def beta_binomial_nll(out, x, n, log_binom=None):
+    """``-log p(k | alpha, beta)`` for independent beta-binomial counts ``k = n x`` of ``n`` trials.
+
+    Parameters
+    ----------
+    out : (N, D, 2) array, ``log alpha`` and ``log beta`` of each pixel.
+    x : (N, D) array of proportions ``k / n``.
+    n : int, the number of trials.
+    log_binom : (N,) array, optional, ``sum_d log C(n, k_d)`` (see :func:`binomial_nll`).
+
+    Returns
+    -------
+    nll : (N,) array
+    dout : (N, D, 2) array
+
+    Notes
+    -----
+    The beta-binomial draws ``p ~ Beta(alpha, beta)``, then ``k ~ Binomial(n, p)``:
+
+        p(k) = C(n, k) B(k + alpha, n - k + beta) / B(alpha, beta).
+
+    Its variance ``n p (1 - p) (alpha + beta + n) / (alpha + beta + 1)`` is
+    larger than the binomial's, so a pixel that is 0 in one image and 16 in
+    the next, for the same ``z``, is not a catastrophe. For whole ``n`` the
+    Beta functions' Gamma ratios are finite products,
+    ``Gamma(a + m) / Gamma(a) = prod_{j<m} (a + j)``, so
+
+        log p(k) = log C(n, k) + sum_{j<k} log(alpha + j)
+                   + sum_{j<n-k} log(beta + j) - sum_{j<n} log(alpha + beta + j),
+
+    with no special function. With ``alpha = e^a`` (and ``beta = e^b``),
+    ``d log(alpha + j)/da = alpha / (alpha + j)`` (1 at ``j = 0``, where
+    ``log alpha = a`` exactly), so
+
+        d log p / da = sum_{j<k} alpha/(alpha + j) - sum_{j<n} alpha/(alpha + beta + j),
+        d log p / db = sum_{j<n-k} beta/(beta + j) - sum_{j<n} beta/(alpha + beta + j).
+
+    ``a`` and ``b`` are clipped to ``+-LOG_CONCENTRATION_MAX`` (a concentration
+    from 6e-6 to 1.6e5, beyond which the pmf no longer changes in float32), and
+    pass no gradient beyond it. The loop over ``j`` costs ``n`` passes, which
+    is cheap for the digits' 16 trials.
+    """
+    xp = get_array_module(out, x)
+    a_raw, b_raw = out[:, :, 0], out[:, :, 1]
+    a = xp.clip(a_raw, -LOG_CONCENTRATION_MAX, LOG_CONCENTRATION_MAX)
+    b = xp.clip(b_raw, -LOG_CONCENTRATION_MAX, LOG_CONCENTRATION_MAX)
+    alpha, beta = xp.exp(a), xp.exp(b)
+    k = xp.rint(x * n)  # counts, as floats
+    # j = 0: log alpha = a, log beta = b and log(alpha + beta) = logaddexp(a, b), each exactly
+    log_s = xp.logaddexp(a, b)
+    log_p = (k > 0) * a + (k < n) * b - log_s
+    da = (k > 0) - alpha / (alpha + beta)  # alpha/alpha = 1, less d log(alpha + beta)/da
+    db = (k < n) - beta / (alpha + beta)
+    for j in range(1, n):
+        below_k, below_rest = k > j, (n - k) > j  # j < k and j < n - k
+        s_j = alpha + beta + j
+        log_p += below_k * xp.log(alpha + j) + below_rest * xp.log(beta + j) - xp.log(s_j)
+        da += below_k * (alpha / (alpha + j)) - alpha / s_j  # d log(alpha + j)/da = alpha / (alpha + j)
+        db += below_rest * (beta / (beta + j)) - beta / s_j
+    da *= a == a_raw  # clipped: no gradient
+    db *= b == b_raw
+    if log_binom is None:
+        log_binom = log_binomial_coefficients(x, n)
+    nll = -log_p.sum(axis=1) - log_binom
+    dout = -xp.stack([da, db], axis=2)  # d(-log p) = -d log p
+    return nll, dout.astype(out.dtype)
+
+
 SERIES_BELOW = 1e-2  # |l| under which the continuous Bernoulli's normaliser, mean and sampler use their series
 
 

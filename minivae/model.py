@@ -14,6 +14,8 @@ from .validation import as_batch, check_choice, check_positive, check_seed
 
 DTYPES = ("float32", "float64")
 DECODER_STD_RANGE = (1e-6, 1e6)  # beyond these, 1 / std^2 leaves the float range of the loss
+MAX_TRIALS = 65535  # 16-bit pixels; past this a binomial's table of log C(n, k) outgrows any image
+MAX_LEVELS = 65536
 
 
 class VAE:
@@ -31,13 +33,16 @@ class VAE:
     latent_dim : int
         Size ``K`` of the latent code ``z``.
     activation : {"relu", "tanh"}
-    likelihood : {"bernoulli", "binomial", "continuous_bernoulli", "gaussian"}
-        ``p(x|z)`` (see :mod:`minivae.likelihoods`): binary pixels, counts
-        ``k = trials * x``, intensities in [0, 1] (these three from logits),
-        or a Gaussian (from the mean). Choose by the data: only then is the
-        ELBO a bound on a log-probability of it.
-    trials : int, binomial only
+    likelihood : {"bernoulli", "binomial", "categorical", "beta_binomial", "continuous_bernoulli", "gaussian"}
+        ``p(x|z)`` (see :mod:`minivae.likelihoods`): binary pixels; whole
+        levels ``k = trials * x`` or ``k = (levels - 1) x`` as a binomial, a
+        categorical over the levels or a beta-binomial; intensities in
+        (0, 1); or a Gaussian (from the mean). Choose by the data: only then
+        is the ELBO a bound on a log-probability of it.
+    trials : int, binomial and beta_binomial only
         The number of trials ``n``: 16 for the bundled digits, 255 for 8-bit images.
+    levels : int, categorical only
+        The number of values a pixel takes: 17 for the bundled digits, 256 for 8-bit images.
     decoder_std : float or "learned"
         Gaussian only: a fixed standard deviation in ``DECODER_STD_RANGE``,
         or ``"learned"`` for a per-pixel log-variance head ``decoder.logvar``.
@@ -81,7 +86,7 @@ class VAE:
 
     def __init__(self, input_dim, hidden_dims=(400,), latent_dim=20, activation="relu",
                  likelihood="bernoulli", decoder_std=1.0, beta=1.0, dtype="float32",
-                 backend=None, seed=0, trials=None, n_classes=None):
+                 backend=None, seed=0, trials=None, n_classes=None, levels=None):
         # Every setting is checked and kept as a plain Python value, so a checkpoint can always be written.
         self.input_dim = check_positive("input_dim", input_dim, integer=True)
         if isinstance(hidden_dims, (int, np.integer)):
@@ -93,20 +98,13 @@ class VAE:
         self.activation = check_choice("activation", activation, ("relu", "tanh"))
         self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
         self.decoder_std = _check_decoder_std(decoder_std)
-        if self.likelihood == "binomial":
-            if trials is None:
-                raise ValueError("likelihood='binomial' needs trials=n, the number of trials per pixel "
-                                 "(16 for the bundled digits, 255 for 8-bit images)")
-            trials = check_positive("trials", trials, integer=True)
-        elif trials is not None:
-            raise ValueError(f"trials is the binomial likelihood's; this model's likelihood is {self.likelihood!r}")
-        self.trials = trials
+        self.trials, self.levels = _check_grid(self.likelihood, trials, levels)
         if n_classes is not None:
             n_classes = check_positive("n_classes", n_classes, integer=True)
             if n_classes < 2:
                 raise ValueError(f"a conditional model needs n_classes >= 2 labels; got {n_classes}")
         self.n_classes = n_classes
-        self.likelihood_ = make_likelihood(self.likelihood, self.decoder_std, trials)
+        self.likelihood_ = make_likelihood(self.likelihood, self.decoder_std, self.trials, self.levels)
         self.beta = check_positive("beta", beta, allow_zero=True)
         self.dtype = _check_dtype(dtype)
         self.seed = int(np.random.SeedSequence().entropy) if seed is None else check_seed(seed)
@@ -133,10 +131,12 @@ class VAE:
             "latent_dim": self.latent_dim, "activation": self.activation,
             "likelihood": self.likelihood, "decoder_std": self.decoder_std, "beta": self.beta,
             "dtype": self.dtype.name, "seed": self.seed, "trials": self.trials, "n_classes": self.n_classes,
+            "levels": self.levels,
         }
 
     def _param_shapes(self):
-        return param_shapes(self.input_dim, self.hidden_dims, self.latent_dim, self.learned_variance, self.n_classes or 0)
+        return param_shapes(self.input_dim, self.hidden_dims, self.latent_dim, self.learned_variance, self.n_classes or 0,
+                            self.likelihood_.outputs)
 
     def _bind(self, flat):
         """Make ``flat`` the parameter vector: slice it into per-layer views and build the layers."""
@@ -197,7 +197,12 @@ class VAE:
         return self._mu_head.forward(h), self._logvar_head.forward(h)
 
     def decoder_forward(self, z, onehot=None):
-        """``z`` (N, K) (and one-hot labels) -> decoder output (N, D) (logits or mean) and the learned logvar or None."""
+        """``z`` (N, K) (and one-hot labels) -> decoder output (N, D * outputs) and the learned logvar (N, D) or None.
+
+        The output is what the likelihood reads: a logit or mean per pixel,
+        ``levels`` logits per pixel (categorical), or ``log alpha, log beta``
+        per pixel (beta-binomial).
+        """
         h = z if onehot is None else self.xp.concatenate([z, onehot], axis=1)  # (N, K + C)
         for dense, act in self._decoder:
             h = act.forward(dense.forward(h))  # (N, H_i)
@@ -535,13 +540,14 @@ def plus_kl_gradient(xp, dmu, dlogvar, dmu_kl, dlogvar_kl, scale):
     return dmu + scale * dmu_kl, dlogvar + scale * dlogvar_kl
 
 
-def param_shapes(input_dim, hidden_dims, latent_dim, learned_variance=False, n_classes=0):
+def param_shapes(input_dim, hidden_dims, latent_dim, learned_variance=False, n_classes=0, outputs=1):
     """Name -> shape of every parameter of a VAE with this structure, in forward order.
 
     The encoder is ``input_dim -> hidden_dims... -> (mu, logvar)``; the decoder
-    mirrors it, with a second output head ``decoder.logvar`` when the
-    Gaussian's variance is learned. A conditional model's first encoder and
-    decoder layers read ``n_classes`` more inputs, the one-hot label.
+    mirrors it, ending in ``outputs`` numbers per pixel (``decoder.out``), with
+    a second output head ``decoder.logvar`` when the Gaussian's variance is
+    learned. A conditional model's first encoder and decoder layers read
+    ``n_classes`` more inputs, the one-hot label.
     """
     shapes = {}
 
@@ -557,10 +563,36 @@ def param_shapes(input_dim, hidden_dims, latent_dim, learned_variance=False, n_c
     dec = (latent_dim + n_classes, *reversed(hidden_dims))
     for i, (a, b) in enumerate(zip(dec[:-1], dec[1:])):
         dense(f"decoder.{i}", a, b)
-    dense("decoder.out", dec[-1], input_dim)
+    dense("decoder.out", dec[-1], input_dim * outputs)
     if learned_variance:
         dense("decoder.logvar", dec[-1], input_dim)
     return shapes
+
+
+def _check_grid(likelihood, trials, levels):
+    """``(trials, levels)`` checked for the likelihood that takes each (the other must be None)."""
+    takes_trials = likelihood in ("binomial", "beta_binomial")
+    if takes_trials and trials is None:
+        raise ValueError(f"likelihood={likelihood!r} needs trials=n, the number of trials per pixel "
+                         "(16 for the bundled digits, 255 for 8-bit images)")
+    if not takes_trials and trials is not None:
+        raise ValueError(f"trials is the binomial and beta-binomial likelihoods'; this model's likelihood is "
+                         f"{likelihood!r}" + (" (it takes levels=n + 1)" if likelihood == "categorical" else ""))
+    if likelihood == "categorical":
+        if levels is None:
+            raise ValueError("likelihood='categorical' needs levels, the number of values a pixel takes "
+                             "(17 for the bundled digits, 256 for 8-bit images)")
+        levels = check_positive("levels", levels, integer=True)
+        if not 2 <= levels <= MAX_LEVELS:
+            raise ValueError(f"levels must be from 2 to {MAX_LEVELS} (the values a pixel takes); got {levels}")
+    elif levels is not None:
+        raise ValueError(f"levels is the categorical likelihood's; this model's likelihood is {likelihood!r}")
+    if trials is not None:
+        trials = check_positive("trials", trials, integer=True)
+        if trials > MAX_TRIALS:
+            raise ValueError(f"trials must be at most {MAX_TRIALS:,} (the likelihood's tables grow with it); "
+                             f"got {trials:,}")
+    return trials, levels
 
 
 def _check_decoder_std(std):
