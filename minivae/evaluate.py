@@ -77,18 +77,42 @@ def monte_carlo_mean(estimate, x, replicates=10, batch_size=1000):
     of all ``R`` replicates over ``N`` examples has standard error
     ``sqrt(sum_n s_n^2 / R) / N``. Returns ``(mean, standard_error)`` as floats.
     """
+    return replicate_mean(monte_carlo_replicates(estimate, x, replicates, batch_size))
+
+
+def monte_carlo_replicates(estimate, x, replicates=10, batch_size=1000):
+    """``replicates`` runs of ``estimate`` over every example of ``x``: an (R, N) float64 array (see :func:`monte_carlo_mean`)."""
     R = check_positive("replicates", replicates, integer=True)
     if R < 2:
         raise ValueError(f"a standard error needs at least 2 replicates; got {replicates}")
     batch_size = check_positive("batch_size", batch_size, integer=True)
     if len(x) == 0:
         raise ValueError("x is empty; a mean needs at least one example")
-    total, variance = 0.0, 0.0
+    parts = []
     for i in range(0, len(x), batch_size):
-        runs = np.stack([to_numpy(estimate(x[i:i + batch_size])).astype(np.float64) for _ in range(R)])  # (R, B)
-        total += runs.mean(axis=0).sum()
-        variance += runs.var(axis=0, ddof=1).sum() / R
-    return total / len(x), math.sqrt(variance) / len(x)
+        parts.append(np.stack([to_numpy(estimate(x[i:i + batch_size])).astype(np.float64) for _ in range(R)]))
+    return np.concatenate(parts, axis=1)
+
+
+def replicate_mean(runs):
+    """``(mean, standard_error)`` of the examples' mean from (R, N) replicates: the Monte Carlo noise alone."""
+    R, N = runs.shape
+    return float(runs.mean(axis=0).sum() / N), math.sqrt(runs.var(axis=0, ddof=1).sum() / R) / N
+
+
+def paired_difference(a, b):
+    """The mean over examples of ``a - b`` (each (N,), or (R, N) replicates averaged first), and its standard error.
+
+    The standard error is the spread of the per-example differences over
+    ``sqrt(N)``: it covers both which examples the test set happened to hold
+    and each estimate's Monte Carlo noise, so it is the error of the claim
+    "a is larger than b on data like these", not only of the evaluation.
+    """
+    d = np.asarray(a, dtype=np.float64)
+    d = (d.mean(axis=0) if d.ndim == 2 else d) - np.asarray(b, dtype=np.float64)
+    if d.size < 2:
+        raise ValueError("a paired standard error needs at least 2 examples")
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
 
 
 def bits_per_dimension(log_p, dims):

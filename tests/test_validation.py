@@ -48,7 +48,7 @@ def test_bad_latents(model):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(activation="gelu"), r"unknown activation 'gelu'; choose one of 'relu', 'tanh'"),
-    (dict(likelihood="poisson"), r"unknown likelihood 'poisson'; choose one of 'bernoulli', 'binomial', 'continuous_bernoulli', 'gaussian'"),
+    (dict(likelihood="poisson"), r"unknown likelihood 'poisson'; choose one of 'bernoulli', 'binomial', 'categorical', 'beta_binomial', 'continuous_bernoulli', 'gaussian'"),
     (dict(backend="tpu"), r"unknown backend 'tpu'"),
     (dict(dtype="float16"), r"unknown dtype 'float16'; choose one of 'float32', 'float64'"),
     (dict(latent_dim=0), r"latent_dim must be a finite integer > 0"),
