@@ -21,6 +21,17 @@ def _real_cupy_or_skip():
     return cupy
 
 
+SLOW = ("test_notebook_runs[", "test_nbgrader_generates_the_assignment_and_autogrades_it")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the long tests ``slow`` and queue them first, so that parallel workers finish together."""
+    for item in items:
+        if item.name.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
+
+
 @pytest.fixture(params=["numpy", "strict", "cupy"])
 def backend(request, monkeypatch):
     """Name of the backend to build models on; "strict" installs the stand-in as ``cupy``.

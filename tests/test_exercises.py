@@ -201,8 +201,10 @@ def test_the_log_sum_exps_equal_numpys():
 
 # ---------------------------------------------------------------- never a false fail
 @pytest.mark.parametrize("name", list(PARTS))
-def test_a_right_answer_passes_a_thousand_random_cases(name):
-    assert check_part(PARTS[name], SOLVED[name], seed=20261125, draws=1000, quiet=True) < 1e-6
+def test_a_right_answer_passes_many_random_cases(name):
+    # the parts that train or difference whole models take a second or more a case: 200 of theirs
+    draws = 200 if name in ("train", "finite_differences", "find_bug") else 1000
+    assert check_part(PARTS[name], SOLVED[name], seed=20261125, draws=draws, quiet=True) < 1e-6
 
 
 def test_the_checks_do_not_depend_on_what_ran_before():
