@@ -55,6 +55,14 @@ class Likelihood:
     outputs = 1  # decoder outputs per pixel: ``decoder.out`` emits (N, D * outputs)
     levels = None  # a pmf's number of pixel values 0..levels-1, stored as k / (levels - 1); None for a density
 
+    @property
+    def rescale(self):
+        """How to bring data outside [0, 1] into it, for the message that refuses them."""
+        if self.levels is not None and self.levels > 2:
+            n = self.levels - 1
+            return f"pass whole levels divided by {n} (x = k / {n} for k in 0..{n})"
+        return "rescale the data (for 8-bit pixels divide by 255) or use likelihood='gaussian'"
+
     def check(self, x, name="x"):
         """Raise ``ValueError`` if ``x`` (already checked for shape and finiteness) is outside the support."""
 
@@ -288,6 +296,16 @@ class ContinuousBernoulli(Likelihood):
 
     name = "continuous_bernoulli"
     title = "continuous Bernoulli"
+
+    def caveat(self, x):
+        edge = sum(int(((b == 0) | (b == 1)).sum()) for b in blocks(x))
+        if edge == 0:
+            return None
+        return (f"{edge / x.size:.0%} of these pixels are exactly 0 or 1, where the continuous Bernoulli's density "
+                "grows without bound as the logit grows: training can raise the 'ELBO' without limit by sending "
+                "those pixels' logits to +-infinity, so its figures are not a fit to this data. It is a sound choice "
+                "for intensities strictly inside (0, 1); for quantised images choose a pmf over their levels "
+                "(likelihood='beta_binomial', 'categorical' or 'binomial'), or binarise them and use 'bernoulli'")
 
     def nll(self, x, out, logvar=None):
         nll, dout = continuous_bernoulli_nll(out, x)

@@ -337,7 +337,7 @@ class VAE:
     def checked_input(self, x, name="x"):
         """``x`` as an (N, D) array on the model's device and in its dtype, after checking it fits the likelihood."""
         a = as_batch(x, self.xp, self.dtype, self.input_dim, name=name, unit_interval=self.likelihood_.unit_interval,
-                     what=f"the {self.likelihood_.title} likelihood")
+                     what=f"the {self.likelihood_.title} likelihood", rescale=self.likelihood_.rescale)
         self.likelihood_.check(a, name)
         return a
 

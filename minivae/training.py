@@ -159,8 +159,9 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
                             place["step"] = step
                             raise
                     bar.update(1)
-                    if step % 10 == 0 or step == steps - 1:
-                        bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
+                    if step % 10 == 0 or step == steps - 1:  # the epoch's mean so far, not one batch's loss
+                        seen = min(n, (step + 1) * batch_size)
+                        bar.set_postfix(epoch=epoch + 1, mean_loss=f"{totals[0] / seen:.3f}", refresh=False)
                 place["seconds"] = time.perf_counter() - start
                 if place["step"] < steps:
                     break
@@ -229,12 +230,36 @@ def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, 
             # finite gradients whose squares overflow (|g| > 1.8e19 in float32) make Adam's second moment infinite
             bad = "the gradient's squares overflowed the optimiser's state"
     if bad:
-        raise DivergedError(
-            f"{bad} at epoch {epoch + 1}, step {step + 1}; that step is undone, so the model and its optimiser "
-            f"are as they were after the previous step. Try a smaller learning rate (lr={lr}), "
-            "or check the data for extreme values"
-        )
+        raise DivergedError(f"{bad} at epoch {epoch + 1}, step {step + 1}; that step is undone, so the model and "
+                            f"its optimiser are as they were after the previous step. {likely_cause(model, x, opt)}")
     return loss, rec, kl
+
+
+USUAL_LR = {"Adam": (1e-5, 1e-2), "SGD": (1e-5, 1.0)}  # learning rates beyond these are rarely what was meant
+DATA_SCALE = 100.0  # Gaussian data this many standard deviations from 0 are more likely unscaled than extreme
+
+
+def likely_cause(model, x, opt):
+    """What most likely made training diverge, from what it can see, and then the fix: one sentence or two.
+
+    It looks at the data's scale against a fixed-variance Gaussian's standard deviation (the other
+    likelihoods' data were checked to lie in [0, 1]) and at the learning rate against the optimiser's
+    usual range, in that order; when neither stands out it says so.
+    """
+    if model.likelihood == "gaussian" and model.decoder_std != "learned":
+        reach = float(model.xp.abs(x).max())
+        if reach > DATA_SCALE * model.decoder_std:
+            return (f"Likely cause: the data reach |x| = {reach:g}, {reach / model.decoder_std:.0f} times the "
+                    f"Gaussian's standard deviation ({model.decoder_std:g}), so the first gradients are huge. "
+                    "Scale the data (8-bit pixels: divide by 255; otherwise standardise each feature) or set "
+                    "decoder_std near the data's spread")
+    name = type(opt).__name__
+    low, high = USUAL_LR.get(name, (0, math.inf))
+    if opt.lr > high:
+        return (f"Likely cause: lr={opt.lr:g} is far above {name}'s usual range ({low:g} to {high:g}). "
+                "Try lr=1e-3")
+    return (f"Neither the data's scale nor the learning rate (lr={opt.lr:g}) looks extreme: check the data for "
+            "outliers, then try a learning rate ten times smaller")
 
 
 def _end_epoch(model, epoch, n, totals, kl_weight, seconds, validation, x, eval_batch_size, labels):

@@ -49,12 +49,13 @@ def check_seed(seed):
     return int(seed)
 
 
-def as_batch(x, xp, dtype, features, name="x", unit_interval=False, what="this model"):
+def as_batch(x, xp, dtype, features, name="x", unit_interval=False, what="this model",
+             rescale="rescale the data (for 8-bit pixels divide by 255) or use likelihood='gaussian'"):
     """Check and move a batch to the backend ``xp`` as a ``(N, features)`` array of ``dtype``.
 
     Raises ``ValueError`` for a wrong rank or feature count, an empty batch,
     NaN or inf, complex numbers, a masked array (whose mask would be lost),
-    and (``unit_interval=True``) values outside [0, 1].
+    and (``unit_interval=True``) values outside [0, 1], which ``rescale`` says how to fix.
     """
     if isinstance(x, np.ma.MaskedArray):
         raise ValueError(f"{name} is a masked array, and a model cannot honour its mask; fill the masked "
@@ -82,8 +83,7 @@ def as_batch(x, xp, dtype, features, name="x", unit_interval=False, what="this m
     if unit_interval:
         if lo < 0 or hi > 1:
             raise ValueError(
-                f"{what} needs {name} in [0, 1] but it spans [{lo:g}, {hi:g}]; "
-                "rescale the data (for 8-bit pixels divide by 255) or use likelihood='gaussian'"
+                f"{what} needs {name} in [0, 1] but it spans [{lo:g}, {hi:g}]; {rescale}"
             )
     return a
 

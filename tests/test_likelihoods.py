@@ -246,3 +246,12 @@ def test_the_whole_model_gradient_with_each_pmf_over_levels(config, objective, b
     eps = rng.standard_normal((4, 2)) if objective == "elbo" else rng.standard_normal((3, 4, 2))
     report = check_gradients(model, x, eps, objective=objective, n_samples=1 if objective == "elbo" else 3)
     assert report.max_error < 1e-6, report
+
+
+@pytest.mark.parametrize("config, n", [(dict(likelihood="binomial", trials=16), 16),
+                                       (dict(likelihood="categorical", levels=256), 255)])
+def test_counts_not_yet_divided_are_told_the_models_own_divisor(config, n):
+    counts = np.arange(n + 1)[:, None] * np.ones((1, 4))
+    with pytest.raises(ValueError, match=rf"spans \[0, {n}\]; pass whole levels divided by {n} \(x = k / {n}") as err:
+        VAE(4, hidden_dims=(3,), **config).encode(counts)
+    assert n == 255 or "255" not in str(err.value)

@@ -71,10 +71,21 @@ def test_divergence_names_the_step_and_keeps_the_last_good_parameters(digits, mo
         return real(x, eps, *args)
 
     monkeypatch.setattr(model, "forward_backward", failing)
-    with pytest.raises(DivergedError, match=r"epoch 2, step 2.*smaller learning rate"):
+    with pytest.raises(DivergedError, match=r"epoch 2, step 2.*Neither the data's scale nor the learning rate"):
         model.fit(digits[0][:100], epochs=3, batch_size=20, progress=False)  # 5 steps per epoch
     assert np.array_equal(model.flat_params, snapshots[-1])  # untouched by the bad step
     assert len(model.history_) == 1
+
+
+def test_divergence_names_its_likely_cause_before_the_fix():
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (64, 8)).astype(float)  # 8-bit pixels, not scaled
+    model = VAE(8, hidden_dims=(8,), latent_dim=2, likelihood="gaussian", decoder_std=0.01, seed=0)
+    with pytest.raises(DivergedError, match=r"Likely cause: the data reach \|x\| = 255.*divide by 255"):
+        model.fit(grey, epochs=50, batch_size=16, lr=1.0, progress=False)
+    model = VAE(8, hidden_dims=(8,), latent_dim=2, likelihood="binomial", trials=16, seed=0)
+    with pytest.raises(DivergedError, match=r"Likely cause: lr=1e\+06 is far above Adam's usual range.*lr=1e-3"):
+        model.fit(np.round(rng.random((64, 8)) * 16) / 16, epochs=50, batch_size=16, lr=1e6, progress=False)
 
 
 def test_a_non_finite_gradient_is_caught_too(digits, monkeypatch):
