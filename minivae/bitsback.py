@@ -71,12 +71,49 @@ class BitsBackCodec:
         self.centres = np.array([NORMAL.inv_cdf((i + 0.5) / B) for i in range(B)])
 
     # ---------------------------------------------------------------- the three distributions
-    def posterior_freqs(self, x):
-        """``q(z|x)`` as integer frequencies over the buckets: (L, B) for one image ``x`` (D,) of counts."""
+    def posterior_masses(self, x):
+        """``q(z|x)``'s probability in each bucket, (L, B) floats, for one image ``x`` (D,) of counts."""
         mu, logvar = (to_numpy(a).astype(np.float64)[0] for a in self.model.encode(x[None] / self.trials))
         sigma = np.exp(logvar / 2)
         cdf = np.vectorize(NORMAL.cdf)((self.edges[None, :] - mu[:, None]) / sigma[:, None])  # (L, B + 1)
-        return quantize(np.diff(cdf, axis=1), self.posterior_precision)
+        return np.diff(cdf, axis=1)
+
+    def posterior_freqs(self, x):
+        """``q(z|x)`` as integer frequencies over the buckets: (L, B) for one image ``x`` (D,) of counts."""
+        return quantize(self.posterior_masses(x), self.posterior_precision)
+
+    def discrete_bound(self, counts, replicates=10, seed=0):
+        """Draws of the bound that bits-back coding codes at, in bits per image: (replicates, N), and a share.
+
+        The share is that of the pixels (over all draws) to which the model gives
+        less than ``2^-pixel_precision``: the integer frequencies give each at
+        least that, so the coder charges them at most ``pixel_precision`` bits
+        where the model would charge more, and a code length can fall below the bound.
+
+        With ``z`` restricted to the buckets' centres ``c_b``, the model is a
+        different one, ``P(x) = sum_b P(b) p(x|c_b)`` with ``P(b) = 2^-precision``
+        per dimension, and its negative ELBO with the bucketed posterior
+        ``Q(b|x)`` is ``E_Q[-log p(x|c_b) - log P(b) + log Q(b|x)]``: what a code
+        length averages to, before the frequencies are rounded to integers. Each
+        draw takes one ``b ~ Q(b|x)`` per image. It can lie below the continuous
+        negative ELBO: it bounds another model's ``-log P(x)``, with another posterior.
+        """
+        counts = self.check_counts(counts)
+        model, N = self.model, len(counts)
+        rng = np.random.default_rng(seed)
+        masses = np.stack([self.posterior_masses(x) for x in counts])  # (N, L, B)
+        cdf = masses.cumsum(axis=2)
+        rows, dims = np.arange(N)[:, None], np.arange(model.latent_dim)[None, :]
+        draws, floored = np.empty((replicates, N)), 0
+        for r in range(replicates):
+            u = rng.random((N, model.latent_dim, 1)) * cdf[:, :, -1:]
+            b = np.minimum((cdf < u).sum(axis=2), masses.shape[2] - 1)  # (N, L) inverse-cdf draws of the buckets
+            out, _ = model.decoder_forward(model.xp.asarray(self.centres[b].astype(model.dtype)))
+            log_p = model.likelihood_.log_pmf(out)[rows, np.arange(counts.shape[1])[None, :], counts]  # (N, D)
+            floored += int((log_p < -self.pixel_precision * math.log(2)).sum())
+            log_q = np.log(masses[rows, dims, b]).sum(axis=1)
+            draws[r] = (-log_p.sum(axis=1) + log_q) / math.log(2) + model.latent_dim * self.latent_precision
+        return draws, floored / (replicates * counts.size)
 
     def likelihood_freqs(self, buckets):
         """``p(x|z)`` per pixel as integer frequencies over the levels ``0..levels-1``: (D, levels)."""

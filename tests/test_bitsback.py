@@ -96,3 +96,15 @@ def test_a_model_on_either_backend_codes_and_decodes(backend):
                         backend=backend)
     codec = BitsBackCodec(model, latent_precision=8, posterior_precision=16, pixel_precision=16)
     assert np.array_equal(codec.decode(codec.encode(counts), 5), counts)
+
+
+def test_a_code_length_averages_to_the_bucketed_bound_where_no_pixel_is_floored(trained):
+    x_test, _ = load_digits("test")
+    counts = np.rint(x_test[:150] * 16).astype(np.int64)
+    codec = BitsBackCodec(trained)
+    codec.encode(counts)
+    draws, floored = codec.discrete_bound(counts, replicates=10)
+    assert draws.shape == (10, 150) and floored < 1e-3
+    diff = codec.code_lengths_ - draws.mean(axis=0)
+    se = diff.std(ddof=1) / math.sqrt(len(diff))
+    assert abs(diff.mean()) < 4 * se + 0.01 * draws.mean(), (diff.mean(), se)
