@@ -1,5 +1,6 @@
-"""Shared fixtures: the backends every model test runs on."""
+"""Shared fixtures: the backends every model test runs on; the order and number of parallel workers."""
 
+import os
 import sys
 
 import numpy as np
@@ -19,6 +20,11 @@ def _real_cupy_or_skip():
     except Exception as err:
         pytest.skip(f"CuPy is installed but sees no GPU ({err})")
     return cupy
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker more than the cores, since several tests wait on kernels, subprocesses or time limits."""
+    return (os.cpu_count() or 1) + 1
 
 
 SLOW = ("test_notebook_runs[", "test_nbgrader_generates_the_assignment_and_autogrades_it")

@@ -200,10 +200,14 @@ def test_the_log_sum_exps_equal_numpys():
 
 
 # ---------------------------------------------------------------- never a false fail
-@pytest.mark.parametrize("name", list(PARTS))
+TRAINING_PARTS = ("train", "finite_differences", "find_bug")  # each case trains or differences a whole model
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.slow] if name in TRAINING_PARTS else [])
+                                  for name in PARTS])
 def test_a_right_answer_passes_many_random_cases(name):
     # the parts that train or difference whole models take a second or more a case: 200 of theirs
-    draws = 200 if name in ("train", "finite_differences", "find_bug") else 1000
+    draws = 200 if name in TRAINING_PARTS else 1000
     assert check_part(PARTS[name], SOLVED[name], seed=20261125, draws=draws, quiet=True) < 1e-6
 
 

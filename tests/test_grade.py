@@ -43,12 +43,14 @@ def run_grade(*args):
                           timeout=600)
 
 
+@pytest.mark.slow  # runs notebooks in fresh kernels
 def test_a_solution_gets_full_marks():
     done = run_grade(BACKWARD)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1].split() == ["total", "5", "/", "5"]
 
 
+@pytest.mark.slow  # runs notebooks in fresh kernels
 def test_a_half_done_notebook_is_scored_part_by_part(tmp_path):
     path = half_done(tmp_path)
     before = path.read_bytes()
@@ -62,6 +64,7 @@ def test_a_half_done_notebook_is_scored_part_by_part(tmp_path):
     assert path.read_bytes() == before, "grading must not change the learner's file"
 
 
+@pytest.mark.slow  # runs notebooks in fresh kernels
 def test_a_cell_past_the_time_limit_loses_its_part_and_grading_goes_on(tmp_path):
     nb = nbformat.v4.new_notebook()
     meta = lambda gid: {"nbgrader": {"grade": True, "solution": False, "locked": True, "points": 1, "grade_id": gid,
@@ -76,6 +79,7 @@ def test_a_cell_past_the_time_limit_loses_its_part_and_grading_goes_on(tmp_path)
     assert "1 / 1" in rows["quick"]
 
 
+@pytest.mark.slow  # runs notebooks in fresh kernels
 def test_what_cannot_be_graded_is_one_line(tmp_path):
     plain = tmp_path / "plain.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), plain)
@@ -123,10 +127,11 @@ def test_nbgrader_generates_the_assignment_and_autogrades_it(tmp_path):
         text = (course / "release" / "exercises" / path.name).read_text()
         assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and "raise NotImplementedError()" in text
 
-    # two submissions: the solutions, and the solutions with one planted wrong answer
-    for student in ("solved", "planted"):
-        shutil.copytree(source, course / "submitted" / student / "exercises")
+    # two submissions: the solutions, and one solved notebook with one planted wrong answer
+    shutil.copytree(source, course / "submitted" / "solved" / "exercises")
+    (course / "submitted" / "planted" / "exercises").mkdir(parents=True)
     planted = course / "submitted" / "planted" / "exercises" / BACKWARD.name
+    shutil.copy(source / BACKWARD.name, planted)
     nb = nbformat.read(planted, as_version=4)
     [cell] = [c for c in nb.cells if WRONG_TANH[0] in c.source]
     cell.source = cell.source.replace(*WRONG_TANH)
@@ -134,14 +139,14 @@ def test_nbgrader_generates_the_assignment_and_autogrades_it(tmp_path):
     nbgrader(course, "autograde", "exercises", "--force")
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        def grades(student):
+        def grades(student, notebooks=SOLUTIONS):
             out = {}
-            for path in SOLUTIONS:
+            for path in notebooks:
                 sub = gb.find_submission_notebook(path.stem, "exercises", student)
                 out.update({g.name: (g.score, g.max_score) for g in sub.grades})
             return out
 
-        solved, planted_grades = grades("solved"), grades("planted")
+        solved, planted_grades = grades("solved"), grades("planted", [BACKWARD])
     assert len(solved) >= 25 and all(score == most for score, most in solved.values())
     lost = {name for name, (score, most) in planted_grades.items() if score != most}
     assert lost == {"test_tanh_backward"}
