@@ -6,8 +6,14 @@ limit (it is interrupted otherwise, and counts as failed). Every graded part
 (a cell with nbgrader metadata ``grade: true`` and ``points``) scores its
 points when it runs without an error, and 0 otherwise; the table shows each
 part's score and, for a failed one, the first line of its error, which for
-``minivae.exercises.check`` names the mistake. The notebook file is not
-changed.
+``minivae.exercises.check`` names the mistake. An error in one of your own
+cells before a test (a SyntaxError, say) is reported as itself, with its line.
+
+Locked cells (the tests and the code given to you) are put back as the
+instructor's copy has them before the notebook runs, so editing them changes
+no score; the report names each cell put back. The instructor's copy is
+``../solutions/NAME.ipynb`` beside the ``student`` folder, or ``--reference``.
+The notebook file is not changed.
 
 Exit status: 0 for full marks, 1 when some part lost points, 2 when the
 notebook cannot be graded. Needs ``nbclient`` and ``ipykernel``
@@ -15,6 +21,7 @@ notebook cannot be graded. Needs ``nbclient`` and ``ipykernel``
 """
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +57,71 @@ def first_error(cell):
     return None
 
 
-def grade(path, timeout=TIMEOUT, kernel_name="python3"):
-    """Run the notebook at ``path`` in a fresh kernel and score its graded parts; a list of :class:`PartScore`."""
+def reference_for(path, reference=None):
+    """The instructor's copy of the notebook at ``path``: ``reference``, or ``../solutions/<name>``, or None."""
+    if reference is not None:
+        return Path(reference)
+    candidate = path.resolve().parent.parent / "solutions" / path.name
+    return candidate if candidate.is_file() and candidate != path.resolve() else None
+
+
+def restore_locked(nb, ref):
+    """Put back every locked code cell of ``nb`` that differs from ``ref``'s cell of the same grade_id.
+
+    A graded cell of ``ref`` missing from ``nb`` is put back too, after the
+    cell that precedes it in ``ref``. Returns the grade_ids put back.
+    """
+    mine = {_meta(c).get("grade_id"): c for c in nb.cells if _meta(c).get("grade_id")}
+    restored = []
+    for i, cell in enumerate(ref.cells):
+        meta = _meta(cell)
+        if cell.cell_type != "code" or not meta.get("locked") or meta.get("solution"):
+            continue
+        name, given = meta.get("grade_id"), HIDDEN_TESTS.sub("", cell.source).rstrip("\n")  # as the learner got it
+        if name in mine:
+            if mine[name].source.rstrip("\n") != given:
+                mine[name].source = given
+                restored.append(name)
+        elif meta.get("grade"):
+            before = _meta(ref.cells[i - 1]).get("grade_id") if i else None
+            at = next((j + 1 for j, c in enumerate(nb.cells) if _meta(c).get("grade_id") == before), len(nb.cells))
+            nb.cells.insert(at, cell.copy())
+            nb.cells[at].source = given
+            restored.append(name)
+    return restored
+
+
+HIDDEN_TESTS = re.compile(r"\n?[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[^\n]*", re.S)  # the instructor's alone
+
+
+def _meta(cell):
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def _answer_errors(nb):
+    """For each graded cell's position, the first error of the learner's own cells since the previous graded cell."""
+    errors, pending = {}, None
+    for i, cell in enumerate(nb.cells):
+        meta = _meta(cell)
+        if cell.cell_type != "code":
+            continue
+        if meta.get("grade"):
+            errors[i], pending = pending, None
+        elif pending is None and not meta.get("locked"):
+            error = first_error(cell)
+            if error:
+                pending = "your answer cell raised " + re.sub(r"\([^()]*\.py, (line \d+)\)", r"(\1 of that cell)", error)
+    return errors
+
+
+def grade(path, timeout=TIMEOUT, kernel_name="python3", reference=None):
+    """Run the notebook at ``path`` in a fresh kernel and score its graded parts.
+
+    Returns ``(scores, restored)``: a list of :class:`PartScore`, and the
+    grade_ids of the locked cells put back from the instructor's copy
+    (``reference``, by default ``../solutions/<name>``) before running; None
+    when there is no instructor's copy to compare with.
+    """
     try:
         import nbformat
         from nbclient import NotebookClient
@@ -59,10 +129,9 @@ def grade(path, timeout=TIMEOUT, kernel_name="python3"):
         raise RuntimeError(f"grading runs the notebook, which needs nbclient and ipykernel ({e}); "
                            'install them with pip install "minivae[notebooks]"') from None
     path = Path(path)
-    try:
-        nb = nbformat.read(path, as_version=4)
-    except (OSError, ValueError) as e:  # nbformat's read errors are ValueErrors
-        raise ValueError(f"cannot read {path} as a notebook: {e}") from None
+    nb = _read(nbformat, path)
+    ref_path = reference_for(path, reference)
+    restored = None if ref_path is None else restore_locked(nb, _read(nbformat, ref_path))
     parts = graded_cells(nb)
     if not parts:
         raise ValueError(f"{path} has no graded parts (code cells whose nbgrader metadata says grade: true); "
@@ -70,13 +139,22 @@ def grade(path, timeout=TIMEOUT, kernel_name="python3"):
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
                             interrupt_on_timeout=True, resources={"metadata": {"path": str(path.parent.resolve())}})
     client.execute()
+    answers = _answer_errors(nb)
+    positions = {id(cell): i for i, cell in enumerate(nb.cells)}
     scores = []
     for cell, name, points in parts:
-        error = first_error(cell)
+        error = answers.get(positions[id(cell)]) or first_error(cell)
         if error and "KeyboardInterrupt" in error:
             error = f"stopped after the {timeout} s time limit"
         scores.append(PartScore(name, points, 0.0 if error else points, error or ""))
-    return scores
+    return scores, restored
+
+
+def _read(nbformat, path):
+    try:
+        return nbformat.read(path, as_version=4)
+    except (OSError, ValueError) as e:  # nbformat's read errors are ValueErrors
+        raise ValueError(f"cannot read {path} as a notebook: {e}") from None
 
 
 def table(scores):
@@ -95,14 +173,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minivae.grade", description=__doc__.split("\n")[0])
     parser.add_argument("notebook", type=Path)
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help=f"seconds a cell may run (default {TIMEOUT})")
+    parser.add_argument("--reference", type=Path,
+                        help="the instructor's copy, whose locked cells are put back (default: ../solutions/NAME)")
     args = parser.parse_args(argv)
     if not args.timeout > 0:
         parser.error(f"--timeout must be a positive number of seconds; got {args.timeout}")
     try:
-        scores = grade(args.notebook, timeout=args.timeout)
+        scores, restored = grade(args.notebook, timeout=args.timeout, reference=args.reference)
     except (RuntimeError, ValueError) as e:
         print(f"minivae.grade: {e}", file=sys.stderr)
         return 2
+    if restored is None:
+        print("no instructor's copy found (pass --reference): the locked cells were graded as they are")
+    elif restored:
+        print(f"put back {len(restored)} locked cell(s) as the instructor's copy has them: {', '.join(restored)}")
     print(table(scores))
     return 0 if all(s.score == s.points for s in scores) else 1
 

@@ -65,6 +65,33 @@ def test_a_half_done_notebook_is_scored_part_by_part(tmp_path):
 
 
 @pytest.mark.slow  # runs notebooks in fresh kernels
+def test_edited_tests_are_put_back_and_an_answers_own_error_is_reported(tmp_path):
+    nb = load_make_student().student_version(nbformat.read(BACKWARD, as_version=4))
+    solved = solution_sources(BACKWARD)
+    kept = []
+    for cell in nb.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid == "test_dense_backward":
+            cell.source = "pass"  # a test made harmless, over an unwritten answer
+        elif gid == "tanh_backward":
+            cell.source = solved[gid].replace("def tanh_backward(dy, y):", "def tanh_backward(dy, y)")  # no colon
+        elif gid == "kl_backward":
+            cell.source = solved[gid]
+        if gid != "test_kl_backward":  # a test deleted, under a right answer
+            kept.append(cell)
+    nb.cells = kept
+    path = tmp_path / "01_backward_passes.ipynb"
+    nbformat.write(nb, path)
+    done = run_grade(path, "--reference", BACKWARD)
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
+    assert "put back 2 locked cell(s)" in done.stdout and "test_dense_backward" in done.stdout
+    assert "0 / 1" in rows["dense_backward"] and "not written yet" in rows["dense_backward"]
+    assert "1 / 1" in rows["kl_backward"]  # its test, put back, passes
+    assert "0 / 1" in rows["tanh_backward"]
+    assert "your answer cell raised SyntaxError" in rows["tanh_backward"] and "line 1 of that cell" in rows["tanh_backward"]
+
+
+@pytest.mark.slow  # runs notebooks in fresh kernels
 def test_a_cell_past_the_time_limit_loses_its_part_and_grading_goes_on(tmp_path):
     nb = nbformat.v4.new_notebook()
     meta = lambda gid: {"nbgrader": {"grade": True, "solution": False, "locked": True, "points": 1, "grade_id": gid,
