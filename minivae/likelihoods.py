@@ -26,14 +26,12 @@ four give log-probabilities, comparable with any other coder of the same
 levels in bits.
 """
 
-import math
-
 import numpy as np
 
 from .backend import get_array_module, to_numpy
 from .layers import sigmoid
 from .losses import (LOG_CONCENTRATION_MAX, SERIES_BELOW, bernoulli_nll, beta_binomial_nll, binomial_nll,
-                     categorical_nll, continuous_bernoulli_nll, gaussian_nll, gaussian_nll_learned)
+                     categorical_nll, continuous_bernoulli_nll, gaussian_nll, gaussian_nll_learned, log_binomial_table)
 
 NAMES = ("bernoulli", "binomial", "categorical", "beta_binomial", "continuous_bernoulli", "gaussian")
 INTEGER_TOLERANCE = 1e-3  # how far n x may stray from a whole count (float32 rounding of k / n is far smaller)
@@ -174,8 +172,8 @@ class Binomial(Counts):
         n = self.trials
         logits = to_numpy(out).astype(np.float64)[:, :, None]
         k = np.arange(n + 1)
-        log_binom = np.array([math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) for j in k])
-        return log_binom - k * np.logaddexp(0, -logits) - (n - k) * np.logaddexp(0, logits)  # k log p + (n-k) log(1-p)
+        # log C(n, k) + k log p + (n - k) log(1 - p)
+        return log_binomial_table(n) - k * np.logaddexp(0, -logits) - (n - k) * np.logaddexp(0, logits)
 
     def config(self):
         return {"likelihood": self.name, "trials": self.trials}
@@ -262,25 +260,27 @@ class BetaBinomial(Counts):
         ab = self.split(out)
         return sigmoid(ab[:, :, 0] - ab[:, :, 1])  # alpha / (alpha + beta)
 
+    def concentrations(self, out):
+        """``alpha, beta`` as host float64 arrays (N, D, 1), clipped as the loss clips their logs."""
+        logs = np.clip(self.split(to_numpy(out)).astype(np.float64), -LOG_CONCENTRATION_MAX, LOG_CONCENTRATION_MAX)
+        return np.exp(logs[:, :, :1]), np.exp(logs[:, :, 1:])
+
     def sample(self, out, logvar, rng):
         xp = get_array_module(out)
-        ab = np.clip(self.split(to_numpy(out)).astype(np.float64), -LOG_CONCENTRATION_MAX, LOG_CONCENTRATION_MAX)
-        p = rng.beta(np.exp(ab[:, :, 0]), np.exp(ab[:, :, 1]))
+        alpha, beta = self.concentrations(out)
+        p = rng.beta(alpha[:, :, 0], beta[:, :, 0])
         return xp.asarray((rng.binomial(self.trials, p) / self.trials).astype(out.dtype))
 
     def log_pmf(self, out):
         n = self.trials
-        ab = np.clip(self.split(to_numpy(out)).astype(np.float64), -LOG_CONCENTRATION_MAX, LOG_CONCENTRATION_MAX)
-        alpha, beta = np.exp(ab[:, :, :1]), np.exp(ab[:, :, 1:])  # (N, D, 1)
+        alpha, beta = self.concentrations(out)  # (N, D, 1)
         j = np.arange(n)
 
         def rising(c):  # log Gamma(c + m) / Gamma(c) = sum_{j<m} log(c + j), for m = 0..n: (N, D, n + 1)
             steps = np.log(c + j)
             return np.concatenate([np.zeros_like(c), np.cumsum(steps, axis=2)], axis=2)
 
-        k = np.arange(n + 1)
-        log_binom = np.array([math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in k])
-        return log_binom + rising(alpha) + rising(beta)[:, :, ::-1] - rising(alpha + beta)[:, :, -1:]
+        return log_binomial_table(n) + rising(alpha) + rising(beta)[:, :, ::-1] - rising(alpha + beta)[:, :, -1:]
 
     def config(self):
         return {"likelihood": self.name, "trials": self.trials}

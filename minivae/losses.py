@@ -9,6 +9,8 @@ so likelihoods are comparable across models.
 
 import math
 
+import numpy as np
+
 from .backend import elementwise, get_array_module
 
 LOG_2PI = math.log(2 * math.pi)
@@ -83,10 +85,15 @@ def binomial_nll(logits, x, n, log_binom=None):
     return nll - log_binom, dlogits
 
 
+def log_binomial_table(n):
+    """``log C(n, k)`` for ``k = 0..n``, a host float64 array of ``n + 1`` entries."""
+    return np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(n + 1)])
+
+
 def log_binomial_coefficients(x, n):
     """``sum_d log C(n, n x_d)`` per example, shape (N,), for proportions ``x`` of ``n`` trials."""
     xp = get_array_module(x)
-    table = xp.asarray([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(n + 1)])
+    table = xp.asarray(log_binomial_table(n))
     k = xp.rint(x * n).astype(xp.int64)
     return table[k].sum(axis=1)
 
