@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import io
 import math
 import signal
 import sys
@@ -315,7 +316,8 @@ def cmd_compress(args):
     elbo_runs = monte_carlo_replicates(model.elbo, x_test, replicates=10)  # (10, N) nats
     bound_runs, floored = codec.discrete_bound(counts, replicates=10)  # (10, N) bits
     lengths = codec.code_lengths_  # (N,) bits, one draw of z each
-    neg_elbo, neg_elbo_se = (-bits(v) if i == 0 else bits(v) for i, v in enumerate(replicate_mean(elbo_runs)))
+    elbo, elbo_se = replicate_mean(elbo_runs)
+    neg_elbo, neg_elbo_se = -bits(elbo), bits(elbo_se)
     bound, bound_se = replicate_mean(bound_runs)
     length_se = lengths.std(ddof=1) / math.sqrt(N)
     print("bits per image (lower is better), each ± its standard error:")
@@ -332,8 +334,9 @@ def cmd_compress(args):
     print(f"  bucketed - continuous bound:  {bucketing[0]:+.2f} ± {bucketing[1]:.2f}   the buckets make another model "
           "of x, with its own bound; it may lie below the continuous one")
 
-    histograms = histogram_log_prob(pixel_histograms(train_counts, n + 1), counts)  # (N,) nats
-    pixel = PixelCodec(train_counts, n).encode(counts)
+    pixel_codec = PixelCodec(train_counts, n)
+    histograms = histogram_log_prob(pixel_codec.probs, counts)  # (N,) nats
+    pixel = pixel_codec.encode(counts)
     zipped = gzip_bits(counts, n + 1)
     print(f"  per-pixel histograms, ANS                    {(pixel.bits() - 64) / N:9.2f}   "
           f"(their information content {-bits(histograms.mean()):.2f})")
@@ -346,7 +349,7 @@ def cmd_compress(args):
     print(f"fixed overheads, once per message: {initial - 64} initial bits and the 64-bit head")
     if args.out:
         payload = pack(codec, counts, message)
-        _write_new(Path(args.out), payload)
+        write_atomically(Path(args.out), payload)
         print(f"wrote {args.out} ({len(payload)} bytes; python -m minivae decompress --checkpoint {args.checkpoint} "
               f"--message {args.out} --out images.npy restores the images)")
     return 0 if same else 1
@@ -360,8 +363,8 @@ def check_writable_message(out, checkpoint, magic):
                          "choose another --out")
 
 
-def _write_new(path, data):
-    """Write ``data`` to ``path`` through a temporary file beside it, so a stop never leaves half a file."""
+def write_atomically(path, data):
+    """Write the bytes ``data`` to ``path`` through a temporary file beside it, so a stop never leaves half a file."""
     tmp = path.with_name(path.name + ".part")
     tmp.write_bytes(data)
     tmp.replace(path)
@@ -380,9 +383,9 @@ def cmd_decompress(args):
         raise ValueError(f"--out {out} would overwrite the message or the checkpoint; choose another")
     levels = model.likelihood_.levels
     array = counts.astype(np.uint8 if levels <= 256 else np.uint16)
-    tmp = out.with_name(out.name + ".part.npy")
-    np.save(tmp, array, allow_pickle=False)
-    tmp.replace(out)
+    npy = io.BytesIO()
+    np.save(npy, array, allow_pickle=False)
+    write_atomically(out, npy.getvalue())
     print(f"decoded {len(counts)} images of {counts.shape[1]} pixels, levels 0..{levels - 1}; their checksum "
           f"matches the one stored when they were compressed; wrote {out} ({array.dtype}, shape {array.shape})")
     return 0

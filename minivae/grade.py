@@ -41,7 +41,7 @@ def graded_cells(nb):
     """The code cells nbgrader grades: ``(cell, grade_id, points)``."""
     cells = []
     for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
+        meta = _meta(cell)
         if cell.cell_type == "code" and meta.get("grade"):
             name = meta.get("grade_id", "?")
             cells.append((cell, name[len("test_"):] if name.startswith("test_") else name, float(meta.get("points", 0))))
