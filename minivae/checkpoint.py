@@ -20,6 +20,7 @@ from .backend import to_backend, to_numpy
 from .likelihoods import NAMES as LIKELIHOODS
 from .likelihoods import decoder_outputs
 from .optim import OPTIMIZERS
+from .stops import signals_held
 from .validation import check_choice, check_positive
 
 FORMAT = "minivae-checkpoint"
@@ -35,7 +36,9 @@ def save(model, path):
     and only then renamed over ``path``: an interrupted save leaves any
     existing checkpoint intact and no partial file behind. A save killed
     outright (``kill -9``, a power cut) cannot remove its temporary file; the
-    next save into that folder does. The file gets the permissions of the one
+    next save into that folder does. A stop signal (Ctrl-C, SIGTERM, SIGHUP)
+    that arrives during the save is delivered once the file is in place
+    (:func:`minivae.stops.signals_held`). The file gets the permissions of the one
     it replaces, or else those the umask gives a new file.
     """
     path = Path(path)
@@ -58,18 +61,19 @@ def save(model, path):
         arrays["partial_epoch.perm"] = np.asarray(place["perm"], dtype=np.int64)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".minivae-{os.getpid()}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), _mode_for(path))
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException:
-        os.remove(tmp)
-        raise
+    with signals_held():  # a Ctrl-C or SIGTERM that comes now takes effect once the file is complete
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".minivae-{os.getpid()}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if hasattr(os, "fchmod"):
+                    os.fchmod(f.fileno(), _mode_for(path))
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)  # atomic on POSIX and Windows
+        except BaseException:
+            os.remove(tmp)
+            raise
     _remove_abandoned_temporaries(path.parent)
 
 

@@ -4,8 +4,10 @@ import argparse
 import csv
 import io
 import math
+import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from .evaluate import (bits_per_dimension, latent_diagnostics, monte_carlo_mean,
                        paired_difference, replicate_mean)
 from .likelihoods import NAMES as LIKELIHOODS
 from .model import VAE
+from .stops import signals_held
 from .training import DivergedError
 from .validation import check_positive
 
@@ -113,21 +116,71 @@ def run_folder(args):
     return Path("runs") / "-".join(parts)
 
 
+MODEL_OPTIONS = {  # train's options that shape a new model, and their defaults (None: per data set)
+    "hidden": None, "latent_dim": LATENT_DIM, "activation": "relu", "likelihood": None, "trials": None,
+    "levels": None, "decoder_std": 1.0, "beta": 1.0, "conditional": False, "seed": 0}
+
+
+def check_resume_options(args):
+    """With ``--resume``, refuse options that would shape a new model; without it, fill in their defaults."""
+    given = [name for name, default in MODEL_OPTIONS.items()
+             if getattr(args, name) is not None and getattr(args, name) is not False]
+    if args.resume and given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ValueError(f"--resume continues the checkpoint's model as it was saved, so {flags} cannot apply; "
+                         "leave them out, or train a new model without --resume")
+    for name, default in MODEL_OPTIONS.items():
+        if getattr(args, name) is None and default is not None:
+            setattr(args, name, default)
+
+
+def resume_command(args, out, epochs, batch_size, lr):
+    """The command that continues this run exactly: the same data, batch size, learning rate and objective."""
+    parts = ["python -m minivae train", f"--resume {out / 'model.npz'}", f"--out {out}", f"--epochs {epochs}"]
+    if args.dataset != "digits":
+        parts.append(f"--dataset {args.dataset}")
+    if args.data_dir:
+        parts.append(f"--data-dir {args.data_dir}")
+    parts += [f"--batch-size {batch_size}", f"--lr {lr:g}"]
+    for flag, value in (("--binarize", args.binarize), ("--iwae", args.iwae), ("--warmup-epochs", args.warmup_epochs),
+                        ("--free-bits", args.free_bits)):
+        if value:
+            parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+    return " ".join(parts)
+
+
+def check_output_folder(out):
+    """Make the folder ``out``, or say clearly why it cannot be one."""
+    if out.is_symlink() and not out.exists():
+        raise ValueError(f"--out {out} is a link to {os.readlink(out)}, which does not exist; make that folder "
+                         "or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; train writes a folder of files: choose a folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def cmd_train(args):
     defaults = DATASET_DEFAULTS[args.dataset]
+    check_resume_options(args)
     epochs = args.epochs if args.epochs is not None else defaults["epochs"]
-    batch_size = args.batch_size if args.batch_size is not None else defaults["batch_size"]
     if args.out:
         out = Path(args.out)
     else:
         out = Path(args.resume).parent if args.resume else run_folder(args)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out)
     x, y, x_test, y_test = load_data(args.dataset, args.data_dir, args.download)
 
     if args.resume:
         model = VAE.load(args.resume, backend=args.backend)
         print(f"resumed {args.resume} after {len(model.history_)} epochs")
+        # the checkpoint's own settings unless given: the place in an unfinished epoch, the optimiser's rate
+        place, opt = model.partial_epoch_, model.optimizer_
+        batch_size = args.batch_size if args.batch_size is not None else \
+            place["batch_size"] if place else defaults["batch_size"]
+        lr = args.lr if args.lr is not None else opt.lr if opt is not None else 1e-3
     else:
+        batch_size = args.batch_size if args.batch_size is not None else defaults["batch_size"]
+        lr = 1e-3 if args.lr is None else args.lr
         likelihood = args.likelihood or defaults["likelihood"]
         trials = (defaults["trials"] if args.trials is None else args.trials) \
             if likelihood in ("binomial", "beta_binomial") else None
@@ -141,29 +194,28 @@ def cmd_train(args):
     conditional = model.n_classes is not None  # a resumed checkpoint says for itself
     labels = {"y": y} if conditional else {}
     start, done = time.perf_counter(), len(model.history_)
-    try:
-        model.fit(x, epochs=epochs, batch_size=batch_size, lr=args.lr,
-                  validation=(x_test, y_test) if conditional else x_test, **labels,
-                  progress=not args.no_progress, binarize=args.binarize, warmup_epochs=args.warmup_epochs,
-                  free_bits=args.free_bits, objective="elbo" if args.iwae is None else "iwae",
-                  n_samples=1 if args.iwae is None else args.iwae)
-    except DivergedError as err:
+    with signals_held():  # a signal after training has stopped waits for the checkpoint to be written
+        try:
+            model.fit(x, epochs=epochs, batch_size=batch_size, lr=lr,
+                      validation=(x_test, y_test) if conditional else x_test, **labels,
+                      progress=not args.no_progress, binarize=args.binarize, warmup_epochs=args.warmup_epochs,
+                      free_bits=args.free_bits, objective="elbo" if args.iwae is None else "iwae",
+                      n_samples=1 if args.iwae is None else args.iwae)
+        except DivergedError as err:
+            save_checkpoint(model, out)
+            print(f"error: {err}. The last good model is saved in {out / 'model.npz'}; continue it with --resume "
+                  "and a smaller --lr", file=sys.stderr)
+            return 2
+        seconds = time.perf_counter() - start
+        trained = len(model.history_) - done
+        if model.stopped_by_:
+            save_checkpoint(model, out)
+            print(f"training stopped by {model.stopped_by_} after {trained} of {epochs} epochs"
+                  + (" and part of the next" if model.partial_epoch_ else "")
+                  + f"; saved every completed step in {out / 'model.npz'}, which resumes exactly: "
+                  + resume_command(args, out, epochs - trained, batch_size, lr), file=sys.stderr)
+            return 128 + signal.Signals[model.stopped_by_].value
         save_checkpoint(model, out)
-        print(f"error: {err}. The last good model is saved in {out / 'model.npz'}; continue it with --resume "
-              "and a smaller --lr", file=sys.stderr)
-        return 2
-    seconds = time.perf_counter() - start
-    trained = len(model.history_) - done
-    if model.stopped_by_:
-        save_checkpoint(model, out)
-        left = epochs - trained
-        print(f"training stopped by {model.stopped_by_} after {trained} of {epochs} epochs"
-              + (" and part of the next" if model.partial_epoch_ else "")
-              + f"; saved every completed step in {out / 'model.npz'}, which resumes exactly: "
-              f"python -m minivae train --resume {out / 'model.npz'} --out {out} --epochs {left}"
-              + ("" if args.iwae is None else f" --iwae {args.iwae}") + " (with the same data and batch size)", file=sys.stderr)
-        return 128 + signal.Signals[model.stopped_by_].value
-    save_checkpoint(model, out)
     drawn = {"class_grid.png"} if conditional else {"samples.png", "manifold.png"}
     drawn |= {"loss.png", "reconstructions.png", "latent.png", "kl_per_dim.png"}
     for name in set(FIGURES) - drawn:  # an earlier run's figure left beside these would pass for this run's
@@ -239,10 +291,26 @@ def save_checkpoint(model, out):
     """Write the model and its history into the folder ``out``, and then say so.
 
     Both files are written before anything is printed: after a SIGHUP the
-    terminal may be gone, and a failed print must not cost the history.
+    terminal may be gone, and a failed print must not cost the history. A
+    stop signal during the writes takes effect once both are complete. When
+    ``out`` cannot take them (a full disk, a folder made read-only), they go
+    to a new folder in the temporary directory instead, and the error says
+    where, and how to move them.
     """
-    model.save(out / "model.npz")
-    write_history(model.history_, out / "history.csv")
+    with signals_held():
+        try:
+            model.save(out / "model.npz")
+            write_history(model.history_, out / "history.csv")
+        except OSError as err:
+            rescue = Path(tempfile.mkdtemp(prefix="minivae-rescued-"))
+            try:
+                model.save(rescue / "model.npz")
+                write_history(model.history_, rescue / "history.csv")
+            except OSError as again:
+                raise OSError(f"could not save the model in {out} ({err}) nor in {rescue} ({again}); free some space "
+                              "and train again") from err
+            raise OSError(f"could not save the model in {out} ({err}); it is safe in {rescue}/model.npz with its "
+                          f"history: once there is room, move it with  mv {rescue}/* {out}/") from err
     print(f"wrote {out / 'model.npz'}\nwrote {out / 'history.csv'}")
 
 
@@ -402,12 +470,13 @@ def build_parser():
     train.add_argument("--data-dir", help="folder with the MNIST/Fashion-MNIST IDX files (default: ~/.cache/minivae/...)")
     train.add_argument("--download", action="store_true", help="fetch missing MNIST/Fashion-MNIST files (checked by SHA-256)")
     train.add_argument("--epochs", type=int, help="epochs to train (default: 200 for digits, 10 otherwise)")
-    train.add_argument("--batch-size", type=int, help="minibatch size (default: 64 for digits, 128 otherwise)")
-    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    train.add_argument("--latent-dim", type=int, default=LATENT_DIM,
+    train.add_argument("--batch-size", type=int, help="minibatch size (default: 64 for digits, 128 otherwise; with "
+                       "--resume, that of the unfinished epoch)")
+    train.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-3, or with --resume the checkpoint's)")
+    train.add_argument("--latent-dim", type=int,
                        help="latent dimensions (default: 2, which can be plotted)")
     train.add_argument("--hidden", type=hidden_sizes, help="hidden sizes, e.g. 400 or 400,200 (default: 256 for digits, 400 otherwise)")
-    train.add_argument("--activation", choices=("relu", "tanh"), default="relu")
+    train.add_argument("--activation", choices=("relu", "tanh"), help="(default: relu)")
     train.add_argument("--likelihood", choices=LIKELIHOODS,
                        help="p(x|z) (default: beta_binomial for digits, bernoulli otherwise)")
     train.add_argument("--trials", type=int,
@@ -417,9 +486,9 @@ def build_parser():
     train.add_argument("--iw-samples", type=int,
                        help="importance samples K for the test log p(x), 0 for none (default: 1000 for digits, "
                             "0 otherwise)")
-    train.add_argument("--decoder-std", type=lambda s: s if s == "learned" else float(s), default=1.0,
+    train.add_argument("--decoder-std", type=lambda s: s if s == "learned" else float(s),
                        help="Gaussian likelihood: a fixed std, or 'learned' (default: 1.0)")
-    train.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (default: 1.0)")
+    train.add_argument("--beta", type=float, help="weight of the KL term (default: 1.0)")
     train.add_argument("--warmup-epochs", type=int, default=0, help="KL warm-up: epochs for the KL weight to reach beta")
     train.add_argument("--free-bits", type=float, default=0.0, help="per-dimension KL floor in nats (default: 0)")
     train.add_argument("--conditional", action="store_true",
@@ -428,7 +497,7 @@ def build_parser():
                        help="train on the K-sample importance-weighted bound (Burda et al. 2016) instead of the ELBO")
     train.add_argument("--binarize", choices=("dynamic",), help="dynamic: redraw binary pixels ~ Bernoulli(x) at every use")
     train.add_argument("--backend", choices=("numpy", "cupy", "auto"), help="array backend (default: $MINIVAE_BACKEND or numpy)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, help="seeds the model's weights and its training noise (default: 0)")
     train.add_argument("--out", help="output folder (default: runs/ and a name for the run, e.g. runs/digits, "
                                      "runs/digits-iwae5; with --resume, the checkpoint's folder)")
     train.add_argument("--resume", metavar="CHECKPOINT", help="continue training a saved model for --epochs more epochs")
@@ -495,3 +564,6 @@ def main(argv=None):
     except MemoryError:
         print("error: out of memory; try a smaller model, batch size or --limit", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside training, whose own stop saves the model first
+        print("interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT

@@ -17,10 +17,7 @@ Training never leaves a model half-updated:
   the path of training that never stopped.
 """
 
-import contextlib
 import math
-import signal
-import threading
 import time
 import warnings
 
@@ -32,10 +29,8 @@ from .blas import StepThreads
 from .evaluate import latent_diagnostics
 from .noise import NoiseAhead
 from .optim import OPTIMIZERS, UndoRecord
+from .stops import StopRequests
 from .validation import check_choice, check_positive
-
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
 
 class DivergedError(FloatingPointError):
     """The loss, its gradient or the updated parameters stopped being finite.
@@ -107,7 +102,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
         check_choice("binarize", binarize, ("dynamic",))
     x = model.checked_input(x, name="x")
     onehot = model.one_hot(y, x.shape[0])
-    caveat = model.likelihood_.caveat(x)
+    caveat = model.likelihood_.caveat(x) if binarize is None else None  # binarised draws are what it models
     if caveat:
         warnings.warn(caveat, UserWarning, stacklevel=3)
     validation_y = None
@@ -321,55 +316,6 @@ class StepSnapshot:
         self.noise.cancel()  # the helper thread is done with the generator before it is wound back
         self.model.rng_.bit_generator.state = self.rng_state
         totals[...] = self.totals
-
-
-class StopRequests:
-    """While active, the stop signals set ``signal`` (the first one's name) instead of interrupting.
-
-    A second SIGINT raises ``KeyboardInterrupt``, as a user pressing Ctrl-C
-    twice expects, but never inside a ``deferred()`` block: there it waits
-    for the block's end. A signal the process ignores stays ignored (``nohup``
-    ignores SIGHUP so that a run outlives its terminal). Handlers can only be
-    installed in the main thread; elsewhere this does nothing.
-    """
-
-    def __init__(self):
-        self.signal = None
-        self._previous = {}
-        self._deferring = self._pending = False
-
-    def _handle(self, signum, frame):
-        if self.signal == "SIGINT" and signum == signal.SIGINT:
-            if not self._deferring:
-                raise KeyboardInterrupt
-            self._pending = True
-        self.signal = self.signal or signal.Signals(signum).name
-
-    @contextlib.contextmanager
-    def deferred(self):
-        """A block that a second Ctrl-C does not interrupt; it raises ``KeyboardInterrupt`` at the block's end."""
-        self._deferring = True
-        try:
-            yield
-        finally:
-            self._deferring = False
-        if self._pending:
-            self._pending = False
-            raise KeyboardInterrupt
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in STOP_SIGNALS:
-                previous = signal.getsignal(sig)
-                if previous is not signal.SIG_IGN:
-                    self._previous[sig] = previous
-                    signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        return False
 
 
 def mean_elbo(model, x, batch_size=1000, y=None):

@@ -246,3 +246,27 @@ def test_compress_codes_the_test_split_and_gets_it_back(tmp_path, capsys):
                  "--hidden", "8"]) == 0
     assert main(["compress", "--checkpoint", str(tmp_path / "c" / "model.npz")]) == 2
     assert "unconditional" in capsys.readouterr().err
+
+
+def test_a_resume_keeps_the_checkpoints_settings_and_refuses_new_model_options(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), "--no-progress", "--hidden", "8", "--lr", "0.005"]) == 0
+    assert main(["train", "--epochs", "1", "--resume", str(out / "model.npz"), "--no-progress"]) == 0
+    assert VAE.load(out / "model.npz").optimizer_.lr == 0.005  # not the default 1e-3
+    assert main(["train", "--epochs", "1", "--resume", str(out / "model.npz"), "--no-progress", "--lr", "0.002"]) == 0
+    assert VAE.load(out / "model.npz").optimizer_.lr == 0.002
+    capsys.readouterr()
+    for extra in (["--conditional"], ["--latent-dim", "2"], ["--hidden", "8"], ["--seed", "3"]):
+        assert main(["train", "--epochs", "1", "--resume", str(out / "model.npz"), "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"so {extra[0]} cannot apply" in err, err
+    assert len(VAE.load(out / "model.npz").history_) == 3  # the refused commands trained nothing
+
+
+def test_an_out_that_cannot_be_a_folder_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    (tmp_path / "file").write_text("mine")
+    for out, message in (("dangling", "which does not exist"), ("file", "is a file")):
+        assert main(["train", "--epochs", "1", "--out", str(tmp_path / out), "--no-progress"]) == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "file").read_text() == "mine"
