@@ -37,6 +37,11 @@ class Message:
 
     def push(self, start, freq, precision):
         """Push a symbol occupying ``[start, start + freq)`` of ``[0, 2^precision)``."""
+        if not (isinstance(precision, int) and 1 <= precision <= MAX_PRECISION and isinstance(start, int)
+                and isinstance(freq, int) and 0 < freq and 0 <= start and start + freq <= 1 << precision):
+            raise ValueError(f"a symbol's slot [start, start + freq) must be whole numbers inside [0, 2^precision) "
+                             f"with freq >= 1 and precision in 1..{MAX_PRECISION}; got start={start!r}, "
+                             f"freq={freq!r}, precision={precision!r}")
         if self.head >= freq << (2 * WORD - precision):  # renormalise: the head would outgrow 64 bits
             self.tail.append(self.head & ((1 << WORD) - 1))
             self.head >>= WORD

@@ -35,6 +35,15 @@ def check_positive(name, value, integer=False, allow_zero=False):
     return int(value) if integer else float(value)
 
 
+def check_integer_in(name, value, low, high=None):
+    """``value`` must be an integer from ``low`` to ``high`` (None: no upper bound); returns it as an ``int``."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not ok or value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {bounds}; got {value!r}")
+    return int(value)
+
+
 def _finite(number):
     try:
         return math.isfinite(number)

@@ -51,3 +51,14 @@ def test_what_cannot_be_coded_is_refused():
     for data in (b"", b"abc", np.array([1, 0], dtype="<u4").tobytes()):
         with pytest.raises(ValueError):
             Message.from_bytes(data)
+
+
+@pytest.mark.parametrize("start, freq, precision", [(0, 0, 16), (-1, 1, 16), (65535, 2, 16), (0, 1, 0), (0, 1, 33),
+                                                    (0.5, 1, 16)])
+def test_a_slot_outside_the_range_is_refused_and_the_message_unchanged(start, freq, precision):
+    message = Message([7])
+    message.push(3, 5, 16)
+    before = (message.head, list(message.tail))
+    with pytest.raises(ValueError, match="a symbol's slot"):
+        message.push(start, freq, precision)
+    assert (message.head, message.tail) == before

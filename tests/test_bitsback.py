@@ -108,3 +108,19 @@ def test_a_code_length_averages_to_the_bucketed_bound_where_no_pixel_is_floored(
     diff = codec.code_lengths_ - draws.mean(axis=0)
     se = diff.std(ddof=1) / math.sqrt(len(diff))
     assert abs(diff.mean()) < 4 * se + 0.01 * draws.mean(), (diff.mean(), se)
+
+
+def test_bad_arguments_are_named(trained):
+    tiny_model = trained
+    with pytest.raises(TypeError, match="codes with a trained VAE; got NoneType"):
+        BitsBackCodec(None)
+    for options, message in (({"latent_precision": -1}, "latent_precision must be an integer from 1 to 16"),
+                             ({"latent_precision": 24}, "from 1 to 16"),
+                             ({"pixel_precision": 2}, "too few for every one of the model's")):
+        with pytest.raises(ValueError, match=message):
+            BitsBackCodec(tiny_model, **options)
+    codec = BitsBackCodec(tiny_model)
+    with pytest.raises(ValueError, match="holds no images"):
+        codec.encode(np.zeros((0, tiny_model.input_dim), dtype=np.int64))
+    with pytest.raises(TypeError, match="Message.from_bytes"):
+        codec.decode(b"\x00" * 16, 1)
