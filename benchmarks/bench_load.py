@@ -1,14 +1,16 @@
-"""Time minivae on an idle machine and beside busy processes, with its BLAS threads chosen three ways.
+"""Time minivae on an idle machine and beside busy processes, with its BLAS threads chosen four ways.
 
 Two workloads, each a fresh process:
 
 - ``train``: ``python -m minivae train`` on the bundled digits, figures and report included;
 - ``epoch``: one epoch of the reference workload of ``bench_epoch.py`` (784-400-20, batch 128).
 
-Three ways to choose the BLAS threads:
+Four ways to choose the BLAS threads:
 
 - ``minivae``: minivae's default (``minivae.blas``: one thread for small
-  products, a measured choice for larger ones);
+  products, the library's default for larger ones);
+- ``measure``: ``MINIVAE_BLAS_THREADS=measure``, one thread for small
+  products, a choice timed each epoch for larger ones;
 - ``one``: every product on one thread (``OPENBLAS_NUM_THREADS=1`` and friends);
 - ``unlimited``: the library's default for every product, as before
   ``minivae.blas`` (``MINIVAE_BLAS_THREADS=default``).
@@ -29,7 +31,7 @@ import sys
 import tempfile
 import time
 
-ENV = {"minivae": {}, "one": {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+ENV = {"minivae": {}, "measure": {"MINIVAE_BLAS_THREADS": "measure"}, "one": {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
        "unlimited": {"MINIVAE_BLAS_THREADS": "default"}}
 EPOCH = """
 import sys, numpy as np, minivae
@@ -59,7 +61,7 @@ def timed(workload, mode, args, out):
 def measure(args, busy, out):
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
     try:
-        times = {(w, m): [] for w in ("train", "epoch") for m in ("minivae", "one", "unlimited")}
+        times = {(w, m): [] for w in ("train", "epoch") for m in ENV}
         for r in range(args.rounds):
             keys = list(times) if r % 2 == 0 else list(times)[::-1]
             for key in keys:
@@ -86,9 +88,10 @@ def main():
             med = measure(args, busy, out)
             print(f"{label}:")
             for workload in ("train", "epoch"):
-                m, one, unl = (med[workload, mode] for mode in ("minivae", "one", "unlimited"))
-                print(f"  {workload:5}  minivae {m:7.2f} s   one thread {one:7.2f} s   unlimited {unl:7.2f} s   "
-                      f"minivae / one = {m / one:.2f}   minivae / unlimited = {m / unl:.2f}")
+                m, meas, one, unl = (med[workload, mode] for mode in ("minivae", "measure", "one", "unlimited"))
+                print(f"  {workload:5}  minivae {m:7.2f} s   measure {meas:7.2f} s   one thread {one:7.2f} s   "
+                      f"unlimited {unl:7.2f} s   minivae / one = {m / one:.2f}   measure / one = {meas / one:.2f}   "
+                      f"minivae / unlimited = {m / unl:.2f}")
 
 
 if __name__ == "__main__":

@@ -4,26 +4,33 @@ OpenBLAS's worker threads spin while they wait for the next product, so on a
 machine whose cores are busy with other work they fight it for the CPU. On
 the 2-core machine of ``benchmarks/README.md``, with two other busy
 processes, ``python -m minivae train`` took 3.2 times as long with the
-library's default threads as with one, and an MNIST-sized epoch 3 times; on
-the same machine idle, the MNIST-sized epoch was 1.3 to 1.5 times faster
-with the default threads. No fixed rule wins both ways, so training measures:
+library's default threads as with one, and an MNIST-sized epoch 2 to 3 times;
+on the same machine idle, the MNIST-sized epoch was 1.3 times faster with
+the default threads.
+
+The number of threads also changes the bits: OpenBLAS splits some products
+(a 128x784 by 784x400 one, for instance) differently on one thread and on
+two, and the sums come out in another order. So that a seed fixes a training
+run whatever else the machine is doing, the choice depends only on the
+problem's shape (``MINIVAE_BLAS_THREADS`` unset, or ``auto``):
 
 - products under ``ALWAYS_ONE_BELOW`` multiply-adds (the bundled digits')
-  always run on one thread, which is as fast for them even on an idle machine;
-- for larger ones, each epoch starts by timing ``TRIAL_STEPS`` steps on one
-  thread and as many on the library's default, alternately, and runs the rest
-  of the epoch on whichever was faster on average, going back to one thread
-  if the default turns out slower later in the epoch (see :class:`StepThreads`).
-  Epochs too short for the trial run on one thread.
+  run on one thread, which is as fast for them even on an idle machine;
+- larger ones run on the library's default threads.
 
-Evaluation (the importance-weighted log-likelihood) uses one thread for small
-products and the default for large ones. ``MINIVAE_BLAS_THREADS=1`` runs
-every product on one thread, ``MINIVAE_BLAS_THREADS=default`` never limits
-the library (minivae's behaviour before this module); unset, or ``auto``,
-is the rule above. Limits are set with
-``threadpoolctl``, the library scikit-learn uses for this, only while minivae
-computes, and never on a GPU. ``benchmarks/bench_load.py`` measures the
-main job and an MNIST-sized epoch, idle and under load.
+``MINIVAE_BLAS_THREADS=1`` runs every product on one thread (the choice for
+a large model on a shared machine), ``=default`` never limits the library.
+``=measure`` trades the bits for speed under load: each epoch starts by
+timing ``TRIAL_STEPS`` steps on one thread and as many on the library's
+default, alternately, and runs the rest of the epoch on whichever was faster
+on average, going back to one thread if the default turns out slower later
+in the epoch (see :class:`StepThreads`); the same seed can then give other
+bits on a busier machine. Evaluation (the importance-weighted
+log-likelihood) follows the shape rule in every mode but ``1`` and
+``default``. Limits are set with ``threadpoolctl``, the library
+scikit-learn uses for this, only while minivae computes, and never on a GPU.
+``benchmarks/bench_load.py`` measures the main job and an MNIST-sized epoch,
+idle and under load.
 """
 
 import contextlib
@@ -48,11 +55,15 @@ def controller():
     return _controller
 
 
+SETTINGS = ("auto", "1", "default", "measure")
+
+
 def setting():
-    """``$MINIVAE_BLAS_THREADS``: ``"auto"`` (the default), ``"1"`` or ``"default"``."""
+    """``$MINIVAE_BLAS_THREADS``: ``"auto"`` (the default), ``"1"``, ``"default"`` or ``"measure"``."""
     value = os.environ.get("MINIVAE_BLAS_THREADS", "auto").strip().lower()
-    if value not in ("auto", "1", "default"):
-        raise ValueError(f"MINIVAE_BLAS_THREADS must be auto, 1 or default; got {value!r}. Unset it for auto")
+    if value not in SETTINGS:
+        raise ValueError(f"MINIVAE_BLAS_THREADS must be auto, 1, default or measure; got {value!r}. "
+                         "Unset it for auto")
     return value
 
 
@@ -71,7 +82,8 @@ def fixed_choice(model, rows):
 
     ``"default"`` on a GPU or with ``MINIVAE_BLAS_THREADS=default``; ``"one"``
     with ``MINIVAE_BLAS_THREADS=1`` or for products under ``ALWAYS_ONE_BELOW``
-    multiply-adds; None for larger products, where the caller decides
+    multiply-adds; for larger products ``"default"``, except with
+    ``MINIVAE_BLAS_THREADS=measure``: None, where the caller decides
     (evaluation keeps the default, training measures).
     """
     mode = setting()
@@ -79,7 +91,7 @@ def fixed_choice(model, rows):
         return "default"
     if mode == "1" or product_size(model, rows) < ALWAYS_ONE_BELOW:
         return "one"
-    return None
+    return None if mode == "measure" else "default"
 
 
 def threads_for(model, rows):
@@ -88,7 +100,10 @@ def threads_for(model, rows):
 
 
 class StepThreads:
-    """Chooses, epoch by epoch, the BLAS threads of training steps by timing a few steps of each choice.
+    """The BLAS threads of training steps: by the rule of :func:`fixed_choice`, or by timing.
+
+    Timing happens only with ``MINIVAE_BLAS_THREADS=measure``, for products
+    the rule leaves open: then each epoch chooses by timing a few steps of each choice.
 
     ``start_epoch(steps)`` begins an epoch of ``steps`` steps; each step then
     runs inside ``with choice.step():``.
