@@ -352,6 +352,9 @@ class VAE:
             return None
         if y is None:
             raise ValueError(f"this model is conditional on {self.n_classes} classes: pass {name}, the labels")
+        if isinstance(y, np.ma.MaskedArray) and np.ma.is_masked(y):
+            raise ValueError(f"{name} is a masked array with {int(np.ma.count_masked(y))} masked labels, and a model "
+                             "cannot honour its mask; drop those examples (or fill the labels) first")
         labels = np.asarray(y)
         if labels.ndim == 0:
             labels = np.full(n, labels)
@@ -363,7 +366,9 @@ class VAE:
         if n and not 0 <= labels.min() <= labels.max() < self.n_classes:
             raise ValueError(f"{name} must be labels in 0..{self.n_classes - 1}, this model's classes; "
                              f"got labels from {labels.min()} to {labels.max()}")
-        return self.xp.asarray(np.eye(self.n_classes, dtype=self.dtype)[labels.astype(np.int64)])
+        onehot = np.zeros((n, self.n_classes), dtype=self.dtype)  # n x C, never a C x C identity
+        onehot[np.arange(n), labels.astype(np.int64)] = 1
+        return self.xp.asarray(onehot)
 
     def _latents(self, z, name="z"):
         return as_batch(z, self.xp, self.dtype, self.latent_dim, name=name)

@@ -18,6 +18,7 @@ Training never leaves a model half-updated:
 """
 
 import math
+import os
 import time
 import warnings
 
@@ -35,9 +36,19 @@ from .validation import check_choice, check_positive
 class DivergedError(FloatingPointError):
     """The loss, its gradient or the updated parameters stopped being finite.
 
-    The step that failed is undone: the model keeps the parameters, optimiser
-    state and generator state of the last good step.
+    The step that failed is undone. When its loss or gradient was not finite,
+    the parameters it started from are at fault, so the step before it (in
+    the same epoch) is undone too: the model keeps the last parameters,
+    optimiser state and generator state at which the loss was finite.
     """
+
+    def __init__(self, bad, epoch, step, cause, inputs_bad=False, steps_undone=1):
+        self.bad, self.epoch, self.step, self.cause, self.inputs_bad = bad, epoch, step, cause, inputs_bad
+        undone = ("that step is undone, so the model and its optimiser are as they were after the previous step"
+                  if steps_undone == 1 else
+                  "that step and the one before it are undone (the loss is not finite at the parameters the "
+                  "previous step made), so the model and its optimiser are as they were at the last finite loss")
+        super().__init__(f"{bad} at epoch {epoch}, step {step}; {undone}. {cause}")
 
 
 def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validation=None,
@@ -93,11 +104,15 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     holds the place in an unfinished epoch.
     """
     epochs = check_positive("epochs", epochs, integer=True, allow_zero=True)
+    if epochs > MAX_EPOCHS:
+        raise ValueError(f"epochs={epochs:,} would not end in a lifetime; at most {MAX_EPOCHS:,} (stop any run early "
+                         "with Ctrl-C: it saves every completed step)")
     batch_size = check_positive("batch_size", batch_size, integer=True)
     warmup_epochs = check_positive("warmup_epochs", warmup_epochs, integer=True, allow_zero=True)
     free_bits = check_positive("free_bits", free_bits, allow_zero=True)
     eval_batch_size = check_positive("eval_batch_size", eval_batch_size, integer=True)
     n_samples = model.check_objective(objective, n_samples, free_bits=free_bits, warmup_epochs=warmup_epochs)
+    objective = check_choice("objective", objective, ("elbo", "iwae"))
     if binarize is not None:
         check_choice("binarize", binarize, ("dynamic",))
     x = model.checked_input(x, name="x")
@@ -107,15 +122,23 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
         warnings.warn(caveat, UserWarning, stacklevel=3)
     validation_y = None
     if isinstance(validation, tuple) and model.n_classes is not None:
+        if len(validation) != 2:
+            raise ValueError(f"validation for a conditional model is a pair (x_val, y_val); got a tuple of "
+                             f"{len(validation)}")
         validation, validation_y = validation
     if validation is not None:
         validation = model.checked_input(validation, name="validation")
         model.one_hot(validation_y, validation.shape[0], name="the validation labels")
-    labels = {"train": None if y is None else np.asarray(y), "validation": validation_y}
     n = x.shape[0]
+    labels = {"train": None if y is None else np.broadcast_to(np.asarray(y), (n,)), "validation": validation_y}
     steps = math.ceil(n / batch_size)
     place = _resume_place(model, n, batch_size)
-    opt = _optimizer(model, check_choice("optimizer", optimizer, tuple(OPTIMIZERS)), lr)
+    check_step_memory(model, min(batch_size, n), n_samples)
+    threads = StepThreads(model, batch_size * n_samples)  # one BLAS thread or more, by shape (see minivae.blas)
+    optimizer = check_choice("optimizer", optimizer, tuple(OPTIMIZERS))
+    # what a call that fails before its first step completes puts back: it leaves the model as it found it
+    before = (model.optimizer_, model.partial_epoch_, model.rng_.bit_generator.state)
+    opt = _optimizer(model, optimizer, lr)
 
     model.stopped_by_ = None
     first = len(model.history_)
@@ -124,7 +147,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     # on a GPU, each step's noise is drawn on a helper thread during the step before (see minivae.noise)
     noise = NoiseAhead(model, ahead=model.xp is not np and binarize is None)
     snapshot = StepSnapshot(model, opt, noise)
-    threads = StepThreads(model, batch_size * n_samples)  # one BLAS thread or more, by measurement (see minivae.blas)
+    completed, failed_early = 0, False  # steps completed in this call; whether it failed before any
     try:
         with StopRequests() as stops:
             for epoch in range(first, first + epochs):
@@ -135,6 +158,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
                 perm_rows = model.xp.asarray(perm)  # the epoch's order, moved to the device once
                 start = time.perf_counter() - place["seconds"]
                 threads.start_epoch(steps - place["step"])
+                snapshot.start_epoch()
                 for step in range(place["step"], steps):
                     if stops.signal:
                         break
@@ -149,9 +173,13 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
                                                       n_samples if objective == "iwae" else 0, onehot)
                             totals += rows.shape[0] * np.array([loss, rec, kl])
                             place["step"] = step + 1
-                        except BaseException:
+                            completed += 1
+                        except BaseException as err:
                             snapshot.restore(totals)
                             place["step"] = step
+                            if isinstance(err, DivergedError) and err.inputs_bad and snapshot.restore_previous(totals):
+                                place["step"] = step - 1
+                                raise DivergedError(err.bad, err.epoch, err.step, err.cause, steps_undone=2) from None
                             raise
                     bar.update(1)
                     if step % 10 == 0 or step == steps - 1:  # the epoch's mean so far, not one batch's loss
@@ -169,17 +197,52 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
         model.stopped_by_ = stops.signal
     except KeyboardInterrupt:  # a second Ctrl-C, or one where no handler could be installed
         model.stopped_by_ = "SIGINT"
+    except BaseException:
+        failed_early = completed == 0
+        raise
     finally:
         noise.close()  # a draw made ahead for a step that did not run is undone
         # the unfinished epoch, if any, is always the one after those in the history
         model.partial_epoch_ = None if place is None else {
             "epoch": len(model.history_) + 1, "n": n, "batch_size": batch_size, **place}
+        if failed_early:  # such as out of memory in the first step: as if the call had not been made
+            model.optimizer_, model.partial_epoch_, model.rng_.bit_generator.state = before
         bar.close()
     if model.stopped_by_:
         where = (f"in epoch {len(model.history_) + 1} after step {place['step']} of {steps}" if place
                  else f"after epoch {len(model.history_)}")
         bar.write(f"Training stopped by {model.stopped_by_} {where}; the model holds every completed step.")
     return model
+
+
+MAX_EPOCHS = 10**6
+STEP_MEMORY_SHARE = 0.5  # a training step may ask for at most this share of the device's memory
+
+
+def check_step_memory(model, batch, n_samples):
+    """Refuse, before anything changes, a step whose arrays could not fit in memory.
+
+    A step keeps a few arrays of ``n_samples x batch`` rows as wide as the
+    model's widest layer (activations and their gradients); their size is
+    compared with the machine's memory (the GPU's on CuPy).
+    """
+    widths = [model.input_dim * model.likelihood_.outputs, *model.hidden_dims, 2 * model.latent_dim]
+    need = 4 * n_samples * batch * max(widths) * np.dtype(model.dtype).itemsize
+    have = device_memory(model.xp)
+    if have and need > STEP_MEMORY_SHARE * have:
+        raise ValueError(f"a step with n_samples={n_samples:,} and {batch:,} examples a batch needs about "
+                         f"{need / 2**30:,.1f} GiB, more than this {'GPU' if model.xp is not np else 'machine'} "
+                         f"can give ({have / 2**30:,.1f} GiB); lower n_samples or batch_size")
+
+
+def device_memory(xp):
+    """The bytes of memory of the device ``xp`` computes on: the machine's RAM, or the GPU's; None if unknown."""
+    try:
+        if xp is np:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return xp.cuda.Device().mem_info[1]
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, saved, noise, following,
@@ -225,8 +288,8 @@ def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, 
             # finite gradients whose squares overflow (|g| > 1.8e19 in float32) make Adam's second moment infinite
             bad = "the gradient's squares overflowed the optimiser's state"
     if bad:
-        raise DivergedError(f"{bad} at epoch {epoch + 1}, step {step + 1}; that step is undone, so the model and "
-                            f"its optimiser are as they were after the previous step. {likely_cause(model, x, opt)}")
+        raise DivergedError(bad, epoch + 1, step + 1, likely_cause(model, x, opt),
+                            inputs_bad=bad.startswith(("the loss", "the gradient became")))
     return loss, rec, kl
 
 
@@ -286,36 +349,65 @@ def _resume_place(model, n, batch_size):
 
 
 class StepSnapshot:
-    """Everything a training step changes, kept so that the step can be undone.
+    """Everything a training step changes, kept so that the step, and the one before it, can be undone.
 
     The optimiser saves the parameters and its state arrays into ``saved``
     as it updates them; ``take`` copies the rest (the step count, the names
     of the state arrays, the training generator and the epoch's totals)
-    before the step.
+    before the step. The previous step's copies are kept too: a loss that
+    is not finite condemns the parameters it was computed at, which the
+    previous step made, so :meth:`restore_previous` undoes that step as well.
     """
 
     def __init__(self, model, opt, noise):
         self.model, self.opt, self.noise = model, opt, noise
-        self.saved = UndoRecord()
+        self.frame, self.previous, self.epoch_begins = self.Frame(), None, True
+
+    class Frame:
+        """One step's copies: the optimiser's undo record, and what ``take`` copies."""
+
+        def __init__(self):
+            self.saved = UndoRecord()
+
+    @property
+    def saved(self):
+        return self.frame.saved
+
+    def start_epoch(self):
+        """No step of an earlier epoch is undone: its totals are in the history already."""
+        self.epoch_begins = True
 
     def take(self, totals):
-        self.saved.complete = False
-        self.t, self.names = self.opt.t, set(self.opt.state)
-        self.rng_state = self.noise.state()  # before this step's noise, even if it was drawn ahead
-        self.totals = totals.copy()
+        spare = self.previous or self.Frame()  # reuse the buffers of the step two back
+        last = None if self.epoch_begins or not self.frame.saved.complete else self.frame
+        self.previous, self.frame, self.epoch_begins = last, spare, False
+        frame = self.frame
+        frame.saved.complete = False
+        frame.t, frame.names = self.opt.t, set(self.opt.state)
+        frame.rng_state = self.noise.state()  # before this step's noise, even if it was drawn ahead
+        frame.totals = totals.copy()
 
-    def restore(self, totals):
+    def restore(self, totals, frame=None):
+        frame = frame or self.frame
         for name in list(self.opt.state):
-            if name not in self.names:  # created by the step being undone
+            if name not in frame.names:  # created by the step being undone
                 del self.opt.state[name]
-            elif self.saved.complete:
-                self.opt.state[name][...] = self.saved.arrays[name]
-        if self.saved.complete:
-            self.model.flat_params[...] = self.saved.arrays["w"]
-        self.opt.t = self.t
+            elif frame.saved.complete:
+                self.opt.state[name][...] = frame.saved.arrays[name]
+        if frame.saved.complete:
+            self.model.flat_params[...] = frame.saved.arrays["w"]
+        self.opt.t = frame.t
         self.noise.cancel()  # the helper thread is done with the generator before it is wound back
-        self.model.rng_.bit_generator.state = self.rng_state
-        totals[...] = self.totals
+        self.model.rng_.bit_generator.state = frame.rng_state
+        totals[...] = frame.totals
+
+    def restore_previous(self, totals):
+        """Undo the step before the one just undone, if it was in this epoch; returns whether it was."""
+        if self.previous is None:
+            return False
+        self.restore(totals, self.previous)
+        self.previous = None
+        return True
 
 
 def mean_elbo(model, x, batch_size=1000, y=None):

@@ -35,6 +35,13 @@ def check_positive(name, value, integer=False, allow_zero=False):
     return int(value) if integer else float(value)
 
 
+def _holds_text(x):
+    """True when a nested list (or tuple) has a string in its first row's first entry."""
+    while isinstance(x, (list, tuple)) and x:
+        x = x[0]
+    return isinstance(x, (str, bytes))
+
+
 def check_integer_in(name, value, low, high=None):
     """``value`` must be an integer from ``low`` to ``high`` (None: no upper bound); returns it as an ``int``."""
     ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
@@ -69,8 +76,14 @@ def as_batch(x, xp, dtype, features, name="x", unit_interval=False, what="this m
     if isinstance(x, np.ma.MaskedArray):
         raise ValueError(f"{name} is a masked array, and a model cannot honour its mask; fill the masked "
                          f"entries (x.filled(value)) or drop their rows first")
-    if getattr(getattr(x, "dtype", None), "kind", None) == "c":  # NumPy would drop the imaginary part
+    kind = getattr(getattr(x, "dtype", None), "kind", None)
+    if kind == "c":  # NumPy would drop the imaginary part
         raise ValueError(f"{name} holds complex numbers; pass real data (for example x.real or abs(x))")
+    if getattr(x, "requires_grad", False) and hasattr(x, "detach"):  # a tensor that autograd tracks
+        raise TypeError(f"{name} is a tensor that requires grad; pass {name}.detach().cpu().numpy()")
+    if kind in ("U", "S", "O") or (kind is None and _holds_text(x)):  # NumPy would parse "0.5" as a number
+        raise ValueError(f"{name} holds text or Python objects; pass numbers (parse the file with "
+                         "np.loadtxt or float() first)")
     try:
         a = to_backend(x, xp, dtype=dtype)
     except (TypeError, ValueError) as err:

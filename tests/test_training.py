@@ -59,22 +59,28 @@ def test_resumed_training_is_bit_for_bit_identical(digits, tmp_path):
     assert [{k: v for k, v in row.items() if k != "seconds"} for row in resumed.history_] == strip
 
 
-def test_divergence_names_the_step_and_keeps_the_last_good_parameters(digits, monkeypatch):
+@pytest.mark.parametrize("at, undone", [(7, 2), (6, 1)], ids=["mid-epoch", "first-step-of-epoch"])
+def test_divergence_names_the_step_and_keeps_the_last_good_parameters(digits, monkeypatch, at, undone):
     model = small()
     snapshots = []
     real = model.forward_backward
 
     def failing(x, eps, *args):
         snapshots.append(model.flat_params.copy())
-        if len(snapshots) == 7:
+        if len(snapshots) == at:
             return np.full(3, math.nan)  # loss, rec, kl
         return real(x, eps, *args)
 
     monkeypatch.setattr(model, "forward_backward", failing)
-    with pytest.raises(DivergedError, match=r"epoch 2, step 2.*Neither the data's scale nor the learning rate"):
+    said = "that step and the one before it are undone" if undone == 2 else "that step is undone, so"
+    with pytest.raises(DivergedError, match=rf"epoch 2, step {at - 5}; {said}.*Neither the data's scale nor the lr"
+                       .replace("lr", "learning rate")):
         model.fit(digits[0][:100], epochs=3, batch_size=20, progress=False)  # 5 steps per epoch
-    assert np.array_equal(model.flat_params, snapshots[-1])  # untouched by the bad step
-    assert len(model.history_) == 1
+    # a loss that is not finite condemns the parameters it was computed at, so the step that made them is undone
+    # too, but never one of an earlier epoch, whose totals are in the history
+    assert np.array_equal(model.flat_params, snapshots[-undone])
+    assert len(model.history_) == 1 and model.partial_epoch_["step"] == at - 5 - undone
+    assert model.optimizer_.t == at - undone
 
 
 def test_divergence_names_its_likely_cause_before_the_fix():
@@ -260,8 +266,8 @@ def test_an_update_that_fails_half_way_is_wholly_undone(digits, monkeypatch):
     assert np.array_equal(model.flat_params, before[0]) and opt.t == before[1]
     for name, value in before[2].items():
         assert np.array_equal(opt.state[name], value), name
-    assert model.partial_epoch_["step"] == 0  # the step was undone, not counted
-    assert len(model.partial_epoch_["perm"]) == 100 and model.rng_.bit_generator.state != rng_state
+    # the call completed no step, so it leaves the model as it found it: no place in an epoch, no order drawn
+    assert model.partial_epoch_ is None and model.rng_.bit_generator.state == rng_state
 
 
 def test_a_second_ctrl_c_lets_the_step_in_flight_finish(digits, monkeypatch):
@@ -298,12 +304,15 @@ def test_divergence_leaves_the_last_good_parameters_and_optimiser_state(digits, 
         after.append(state())
 
     monkeypatch.setattr(opt, "step", recorded_step)
-    with pytest.raises(DivergedError, match=r"epoch \d+, step \d+; that step is undone") as error:
+    with pytest.raises(DivergedError, match=r"epoch \d+, step \d+; that step (and the one before it )?(is|are) "
+                                            "undone") as error:
         model.fit(digits[0], epochs=5, lr=lr, optimizer=optimizer, progress=False)
-    # the failing step's update is undone, whether the loss, the gradient or the updated parameters failed
-    assert "undone" in str(error.value) and len(before) == len(after)
-    params, t, state_arrays = before[-1]
-    assert np.all(np.isfinite(model.flat_params))
+    # the failing step's update is undone, whether the loss, the gradient or the updated parameters failed; where
+    # the loss or the gradient failed, the step before it too: its parameters gave the loss that was not finite
+    two = "the one before it" in str(error.value)
+    assert len(before) == len(after) and two == (not str(error.value).startswith("the update"))
+    params, t, state_arrays = before[-2 if two else -1]
+    assert np.all(np.isfinite(model.flat_params)) and np.all(np.isfinite(model.elbo(digits[0][:100])))
     assert np.array_equal(model.flat_params, params) and opt.t == t
     assert state_arrays.keys() == opt.state.keys()
     for name, value in state_arrays.items():
@@ -314,7 +323,7 @@ def test_the_first_parameters_that_overflow_are_caught_at_once(digits):
     model = small()
     with pytest.raises(DivergedError, match="epoch 1, step 1; that step is undone"):
         model.fit(digits[0], epochs=1, lr=1e39, progress=False)  # Adam moves every weight by about lr
-    assert np.all(np.isfinite(model.flat_params)) and model.optimizer_.t == 0
+    assert np.all(np.isfinite(model.flat_params)) and model.optimizer_ is None  # as if the call had not been made
     assert np.array_equal(model.flat_params, small().flat_params)
 
 
@@ -424,3 +433,80 @@ def test_training_on_real_cupy_draws_what_numpy_draws(real_cupy, digits):
     runs = [small(backend).fit(x, epochs=2, batch_size=32, progress=False) for backend in ("numpy", "cupy")]
     assert runs[0].rng_.bit_generator.state == runs[1].rng_.bit_generator.state
     assert math.isclose(runs[0].history_[0]["loss"], runs[1].history_[0]["loss"], rel_tol=1e-4)  # the same eps
+
+
+def test_an_objective_in_capitals_trains_that_objective(digits):
+    x = digits[0][:100]
+    runs = [small().fit(x, epochs=1, batch_size=50, progress=False, objective=name, n_samples=3).flat_params
+            for name in ("IWAE", "iwae")]
+    assert np.array_equal(*runs)
+    elbo = small().fit(x, epochs=1, batch_size=50, progress=False).flat_params
+    assert not np.array_equal(runs[0], elbo)
+
+
+def state_of(model):
+    return (model.flat_params.copy(), model.optimizer_, model.partial_epoch_, model.rng_.bit_generator.state,
+            len(model.history_))
+
+
+def same_state(a, b):
+    return np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"objective": "iwae", "n_samples": 10**9}, "needs about .* GiB, more than this machine can give"),
+    ({"objective": "iwae", "n_samples": 2**63}, "lower n_samples or batch_size"),
+    ({"epochs": 10**30}, "would not end in a lifetime"),
+])
+def test_a_call_refused_before_training_leaves_the_model_as_it_was(digits, options, message):
+    model = small()
+    before = state_of(model)
+    with pytest.raises(ValueError, match=message):
+        model.fit(digits[0][:50], **{"epochs": 1, "progress": False, **options})
+    assert same_state(state_of(model), before)
+    model.fit(digits[0][:50], epochs=1, batch_size=10, progress=False)  # and a later fit is not refused
+
+
+def test_a_first_step_that_fails_leaves_the_model_as_it_was(digits, monkeypatch):
+    model = small()
+    before = state_of(model)
+
+    def out_of_memory(*args):
+        raise MemoryError
+    monkeypatch.setattr(model, "forward_backward", out_of_memory)
+    with pytest.raises(MemoryError):
+        model.fit(digits[0][:50], epochs=1, batch_size=10, progress=False)
+    assert same_state(state_of(model), before)  # no optimiser made, no generator drawn, no place in an epoch
+
+
+def test_a_bad_blas_setting_leaves_no_optimiser(digits, monkeypatch):
+    monkeypatch.setenv("MINIVAE_BLAS_THREADS", "abc")
+    model = small()
+    with pytest.raises(ValueError, match="MINIVAE_BLAS_THREADS"):
+        model.fit(digits[0][:50], epochs=1, progress=False)
+    assert model.optimizer_ is None
+
+
+def test_one_label_for_every_example_trains_a_conditional_model(digits):
+    model = VAE(64, hidden_dims=(8,), latent_dim=2, likelihood="binomial", trials=16, n_classes=3, seed=0)
+    with pytest.raises(ValueError, match="labels in 0..2"):
+        model.fit(digits[0][:50], y=3, epochs=1, progress=False)
+    assert model.history_ == [] and model.optimizer_ is None
+    model.fit(digits[0][:50], y=1, epochs=1, progress=False)
+    assert len(model.history_) == 1
+    with pytest.raises(ValueError, match="a pair \\(x_val, y_val\\)"):
+        model.fit(digits[0][:50], y=1, epochs=1, progress=False, validation=(digits[1][:10],))
+    masked = np.ma.array([0, 1, 2, 1], mask=[0, 0, 0, 1])
+    with pytest.raises(ValueError, match="masked array with 1 masked labels"):
+        model.fit(digits[0][:4], y=masked, epochs=1, progress=False)
+    assert len(model.history_) == 1
+
+
+def test_labels_cost_memory_in_proportion_to_the_examples_not_the_classes_squared():
+    import tracemalloc
+    model = VAE(64, hidden_dims=(8,), latent_dim=2, n_classes=30000, seed=0)  # an identity would be 3.6 GB
+    tracemalloc.start()
+    model.sample(2, y=1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50 * 2**20, peak  # the model's own 30000 x 8 weights are under 1 MB

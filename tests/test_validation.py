@@ -20,7 +20,7 @@ def model():
     (np.array([[np.inf] * 6]), r"NaN or inf"),
     (np.full((2, 6), 255.0), r"Bernoulli likelihood needs x in \[0, 1\].*divide by 255"),
     (np.full((2, 6), -0.5), r"\[0, 1\]"),
-    ([["a"] * 6], r"numeric array"),
+    ([["a"] * 6], r"holds text or Python objects; pass numbers"),
 ])
 def test_bad_batches(model, x, message):
     for method in (model.loss_and_grads, model.encode, model.elbo, model.reconstruct):
