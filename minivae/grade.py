@@ -21,12 +21,34 @@ notebook cannot be graded. Needs ``nbclient`` and ``ipykernel``
 """
 
 import argparse
+import math
+import os
 import re
+import signal
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 TIMEOUT = 120  # seconds a cell may run
+MAX_TIMEOUT = 86400
+GRACE = 5  # seconds a cell has, after the interrupt at its time limit, to stop before its kernel is ended
+
+
+def check_timeout(value):
+    """A cell's time limit: whole seconds from 1 to ``MAX_TIMEOUT`` (the notebook runner counts whole seconds)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TIMEOUT:
+        raise ValueError(f"the time limit is whole seconds from 1 to {MAX_TIMEOUT}; got {value!r}")
+    return value
+
+
+def seconds(text):
+    """``--timeout``'s type: the text of whole seconds, checked by :func:`check_timeout`."""
+    try:
+        return check_timeout(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--timeout takes whole seconds from 1 to {MAX_TIMEOUT}; got {text!r}") from None
 
 
 @dataclass
@@ -38,13 +60,23 @@ class PartScore:
 
 
 def graded_cells(nb):
-    """The code cells nbgrader grades: ``(cell, grade_id, points)``."""
+    """The code cells nbgrader grades: ``(cell, grade_id, points)``.
+
+    Raises ``ValueError`` naming the cell whose metadata nbgrader could not
+    grade either: a grade_id that is not text, points that are not a finite
+    number >= 0.
+    """
     cells = []
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
         meta = _meta(cell)
         if cell.cell_type == "code" and meta.get("grade"):
-            name = meta.get("grade_id", "?")
-            cells.append((cell, name[len("test_"):] if name.startswith("test_") else name, float(meta.get("points", 0))))
+            name, points = meta.get("grade_id", "?"), meta.get("points", 0)
+            if not isinstance(name, str):
+                raise ValueError(f"cell {i + 1}'s grade_id must be text; got {name!r}")
+            if isinstance(points, bool) or not isinstance(points, (int, float)) or not 0 <= points < math.inf:
+                raise ValueError(f"cell {i + 1} ({name}) must be worth a finite number of points >= 0; "
+                                 f"got {points!r}")
+            cells.append((cell, name[len("test_"):] if name.startswith("test_") else name, float(points)))
     return cells
 
 
@@ -95,7 +127,10 @@ HIDDEN_TESTS = re.compile(r"\n?[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TES
 
 
 def _meta(cell):
-    return cell.get("metadata", {}).get("nbgrader", {})
+    """A cell's nbgrader metadata; {} where it has none, or none that nbgrader could read."""
+    meta = cell.get("metadata", {})
+    meta = meta.get("nbgrader", {}) if isinstance(meta, dict) else {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _answer_errors(nb):
@@ -125,6 +160,7 @@ def grade(path, timeout=TIMEOUT, kernel_name="python3", reference=None):
     try:
         import nbformat
         from nbclient import NotebookClient
+        from nbclient.exceptions import DeadKernelError
     except ImportError as e:
         raise RuntimeError(f"grading runs the notebook, which needs nbclient and ipykernel ({e}); "
                            'install them with pip install "minivae[notebooks]"') from None
@@ -136,9 +172,17 @@ def grade(path, timeout=TIMEOUT, kernel_name="python3", reference=None):
     if not parts:
         raise ValueError(f"{path} has no graded parts (code cells whose nbgrader metadata says grade: true); "
                          "grade an exercise notebook from notebooks/exercises")
+    timeout = check_timeout(timeout)
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
                             interrupt_on_timeout=True, resources={"metadata": {"path": str(path.parent.resolve())}})
-    client.execute()
+    watchdog = Watchdog(client, timeout + GRACE)
+    try:
+        client.execute()
+    except DeadKernelError:
+        if watchdog.ended is None:
+            raise RuntimeError("the notebook's kernel died (out of memory?); no part after it could run") from None
+    finally:
+        watchdog.stop()
     answers = _answer_errors(nb)
     positions = {id(cell): i for i, cell in enumerate(nb.cells)}
     scores = []
@@ -146,15 +190,66 @@ def grade(path, timeout=TIMEOUT, kernel_name="python3", reference=None):
         error = answers.get(positions[id(cell)]) or first_error(cell)
         if error and "KeyboardInterrupt" in error:
             error = f"stopped after the {timeout} s time limit"
+        at = positions[id(cell)]
+        if watchdog.ended is not None and at >= watchdog.ended:
+            error = (f"its cell ran past the {timeout} s time limit and ignored the interrupt, so the notebook's "
+                     "kernel was ended" if at == watchdog.ended else
+                     f"not run: cell {watchdog.ended + 1} ran past the time limit and its kernel was ended")
         scores.append(PartScore(name, points, 0.0 if error else points, error or ""))
     return scores, restored
 
 
+class Watchdog:
+    """Ends the notebook's kernel when a cell runs ``limit`` seconds: past its time limit and the interrupt's grace.
+
+    The runner interrupts a cell at its time limit, but a cell can ignore the
+    interrupt (``signal.signal(SIGINT, SIG_IGN)``, or a loop in C code), and
+    grading would then never end. ``ended`` is the index of the cell whose
+    kernel was ended, or None.
+    """
+
+    def __init__(self, client, limit):
+        self.client, self.limit, self.ended = client, limit, None
+        self.cell, self.started, self.done = None, None, threading.Event()
+        client.on_cell_execute = self._start  # the cell is sent to the kernel
+        client.on_cell_executed = self._complete  # its reply came back
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _start(self, cell, cell_index):
+        self.cell, self.started = cell_index, time.monotonic()
+
+    def _complete(self, cell, cell_index, execute_reply=None):
+        self.started = None
+
+    def _watch(self):
+        while not self.done.wait(0.5):
+            started, cell = self.started, self.cell
+            if started is not None and time.monotonic() - started > self.limit:
+                pid = getattr(getattr(getattr(self.client.km, "provisioner", None), "process", None), "pid", None)
+                if pid is not None:
+                    self.ended = cell
+                    os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+                return
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+
+
 def _read(nbformat, path):
     try:
-        return nbformat.read(path, as_version=4)
+        nb = nbformat.read(path, as_version=4)
     except (OSError, ValueError) as e:  # nbformat's read errors are ValueErrors
         raise ValueError(f"cannot read {path} as a notebook: {e}") from None
+    except Exception as e:  # JSON that is not a notebook at all ({}, [], null) fails inside nbformat
+        raise ValueError(f"cannot read {path} as a notebook: it is JSON, but not a notebook's "
+                         f"({type(e).__name__}: {e})") from None
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    if not isinstance(cells, list) or not all(isinstance(c, dict) and isinstance(c.get("source", ""), str)
+                                              and "cell_type" in c for c in cells):
+        raise ValueError(f"cannot read {path} as a notebook: its cells are not a list of cells")
+    return nb
 
 
 def table(scores):
@@ -172,12 +267,11 @@ def table(scores):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minivae.grade", description=__doc__.split("\n")[0])
     parser.add_argument("notebook", type=Path)
-    parser.add_argument("--timeout", type=float, default=TIMEOUT, help=f"seconds a cell may run (default {TIMEOUT})")
+    parser.add_argument("--timeout", type=seconds, default=TIMEOUT,
+                        help=f"whole seconds a cell may run, 1 to {MAX_TIMEOUT} (default {TIMEOUT})")
     parser.add_argument("--reference", type=Path,
                         help="the instructor's copy, whose locked cells are put back (default: ../solutions/NAME)")
     args = parser.parse_args(argv)
-    if not args.timeout > 0:
-        parser.error(f"--timeout must be a positive number of seconds; got {args.timeout}")
     try:
         scores, restored = grade(args.notebook, timeout=args.timeout, reference=args.reference)
     except (RuntimeError, ValueError) as e:

@@ -96,14 +96,19 @@ def test_a_cell_past_the_time_limit_loses_its_part_and_grading_goes_on(tmp_path)
     nb = nbformat.v4.new_notebook()
     meta = lambda gid: {"nbgrader": {"grade": True, "solution": False, "locked": True, "points": 1, "grade_id": gid,
                                      "schema_version": 3}}
+    stubborn = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
     nb.cells = [nbformat.v4.new_code_cell("while True:\n    pass", metadata=meta("forever")),
-                nbformat.v4.new_code_cell("assert 1 + 1 == 2", metadata=meta("quick"))]
+                nbformat.v4.new_code_cell("assert 1 + 1 == 2", metadata=meta("quick")),
+                nbformat.v4.new_code_cell(stubborn, metadata=meta("stubborn")),  # ignores the interrupt
+                nbformat.v4.new_code_cell("assert 1 + 1 == 2", metadata=meta("after"))]
     path = tmp_path / "slow.ipynb"
     nbformat.write(nb, path)
-    done = run_grade(path, "--timeout", "5")
+    done = run_grade(path, "--timeout", "3")  # run_grade itself fails the test past its own limit
     rows = {line.split()[0]: line for line in done.stdout.splitlines()}
     assert "0 / 1" in rows["forever"] and "time limit" in rows["forever"]
     assert "1 / 1" in rows["quick"]
+    assert "0 / 1" in rows["stubborn"] and "ignored the interrupt, so the notebook's kernel was ended" in rows["stubborn"]
+    assert "0 / 1" in rows["after"] and "not run" in rows["after"] and done.returncode == 1
 
 
 @pytest.mark.slow  # runs notebooks in fresh kernels
@@ -115,6 +120,42 @@ def test_what_cannot_be_graded_is_one_line(tmp_path):
     for path, message in ((plain, "no graded parts"), (broken, "cannot read"), (tmp_path / "none.ipynb", "cannot read")):
         done = run_grade(path)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{}", "not a notebook's"), ("[]", "not a notebook's"), ("null", "not a notebook's"),
+    ('{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": 3}', "cannot read"),
+])
+def test_json_that_is_not_a_notebook_is_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "odd.ipynb"
+    path.write_text(content)
+    assert grade.main([str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("nbgrader_meta, message", [
+    ({"grade": True, "grade_id": 7, "points": 1}, "grade_id must be text; got 7"),
+    ({"grade": True, "grade_id": "a", "points": None}, "finite number of points >= 0; got None"),
+    ({"grade": True, "grade_id": "a", "points": float("nan")}, "got nan"),
+    ({"grade": True, "grade_id": "a", "points": -1}, "got -1"),
+    ({"grade": True, "grade_id": "a", "points": float("inf")}, "got inf"),
+    ("a string", "no graded parts"), (["a", "list"], "no graded parts"),
+])
+def test_nbgrader_metadata_that_cannot_be_graded_is_named(tmp_path, capsys, nbgrader_meta, message):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1", metadata={"nbgrader": nbgrader_meta})])
+    path = tmp_path / "meta.ipynb"
+    nbformat.write(nb, path)
+    assert grade.main([str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("timeout", ["2.5", "inf", "1e-9", "0", "-3", "nan"])
+def test_a_timeout_that_is_not_whole_seconds_is_a_usage_error(capsys, timeout):
+    with pytest.raises(SystemExit) as done:
+        grade.main([str(BACKWARD), "--timeout", timeout])
+    assert done.value.code == 2 and "--timeout takes whole seconds from 1 to" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="whole seconds"):
+        grade.grade(BACKWARD, timeout=2.5)
 
 
 def test_the_table_adds_up():
