@@ -9,8 +9,6 @@ without the break.
 import json
 import math
 import os
-import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +19,11 @@ from .likelihoods import NAMES as LIKELIHOODS
 from .likelihoods import decoder_outputs
 from .optim import OPTIMIZERS
 from .stops import signals_held
+from .tempfiles import make_temporary, remove_abandoned
 from .validation import check_choice, check_positive
 
 FORMAT = "minivae-checkpoint"
 VERSION = 2  # 2 added the evaluation generator and the place in an unfinished epoch
-_TEMP = re.compile(r"^\.minivae-(\d+)-[^/]*\.tmp$")  # a save's temporary file, named after its process
 HISTORY_NUMBERS = ("loss", "reconstruction", "kl", "kl_weight", "seconds")
 
 
@@ -62,7 +60,7 @@ def save(model, path):
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with signals_held():  # a Ctrl-C or SIGTERM that comes now takes effect once the file is complete
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".minivae-{os.getpid()}-", suffix=".tmp")
+        fd, tmp = make_temporary(path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 if hasattr(os, "fchmod"):
@@ -74,7 +72,7 @@ def save(model, path):
         except BaseException:
             os.remove(tmp)
             raise
-    _remove_abandoned_temporaries(path.parent)
+    remove_abandoned(path.parent)
 
 
 def _json(value):
@@ -100,25 +98,6 @@ def _umask():
     mask = os.umask(0o022)  # elsewhere the only way to read the umask is to set it, and set it back
     os.umask(mask)
     return mask
-
-
-def _remove_abandoned_temporaries(folder):
-    """Delete the temporary files of saves whose process no longer exists (POSIX only)."""
-    if os.name != "posix":
-        return
-    for entry in os.scandir(folder):
-        match = _TEMP.match(entry.name)
-        if not match or int(match.group(1)) == os.getpid():
-            continue
-        try:
-            os.kill(int(match.group(1)), 0)  # signal 0 only asks whether the process exists
-        except ProcessLookupError:
-            try:
-                os.remove(entry.path)
-            except OSError:
-                pass
-        except (PermissionError, OverflowError):  # another user's live process, or no such pid at all
-            pass
 
 
 def load(path, backend=None):
@@ -218,9 +197,17 @@ def _list(value, what):
 
 
 def _number(value, what, integer=False):
+    """``value`` checked to be an integer, or a finite number (NaN, inf and overflowing integers are damage)."""
     kind = int if integer else (int, float)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"{what} should be {'an integer' if integer else 'a number'}; got {value!r}")
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok and not integer:
+        try:
+            ok = math.isfinite(float(value))
+        except OverflowError:
+            ok = False
+    if not ok:
+        shown = f"an integer of {len(str(value))} digits" if isinstance(value, int) else repr(value)
+        raise ValueError(f"{what} should be {'an integer' if integer else 'a finite number'}; got {shown}")
     return value
 
 
@@ -279,10 +266,10 @@ def _partial_epoch(place, arrays, epochs_done):
     perm = arrays["partial_epoch.perm"]
     if place.get("epoch") != epochs_done + 1:
         raise ValueError(f"the unfinished epoch should be epoch {epochs_done + 1}; got {place.get('epoch')!r}")
-    if step > math.ceil(n / batch_size) or len(totals) != 3:
-        raise ValueError("partial_epoch's step or totals do not fit its data")
     if perm.shape != (n,) or perm.dtype.kind not in "iu" or not np.array_equal(np.sort(perm), np.arange(n)):
-        raise ValueError(f"partial_epoch's order of examples is not a permutation of {n} examples")
+        raise ValueError(f"partial_epoch's order of examples is not a permutation of its n = {n} examples")
+    if step > -(-n // batch_size) or len(totals) != 3:  # whole-number arithmetic: n may be any size here
+        raise ValueError("partial_epoch's step or totals do not fit its data")
     return {"epoch": place["epoch"], "n": n, "batch_size": batch_size, "step": step, "perm": perm.astype(np.int64),
             "totals": np.array([_number(v, "partial_epoch's totals") for v in totals], dtype=np.float64),
             "seconds": float(_number(place.get("seconds"), "partial_epoch's seconds"))}

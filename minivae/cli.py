@@ -56,6 +56,16 @@ def hidden_sizes(text):
     return sizes
 
 
+def decoder_std(text):
+    """``--decoder-std``: ``learned``, or a number."""
+    if text == "learned":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--decoder-std takes a number or 'learned'; got {text!r}") from None
+
+
 def load_data(name, data_dir=None, download=False):
     """``(x_train, y_train, x_test, y_test)`` for ``digits`` (bundled), ``mnist`` or ``fashion``."""
     if name == "digits":
@@ -159,8 +169,24 @@ def check_output_folder(out):
     out.mkdir(parents=True, exist_ok=True)
 
 
+def check_train_numbers(args):
+    """Each number ``train`` takes, checked under its flag's name before anything is loaded or trained."""
+    for flag, value, integer, zero in (("--epochs", args.epochs, True, True), ("--batch-size", args.batch_size, True, False),
+                                       ("--lr", args.lr, False, False), ("--latent-dim", args.latent_dim, True, False),
+                                       ("--trials", args.trials, True, False), ("--levels", args.levels, True, False),
+                                       ("--iw-samples", args.iw_samples, True, True), ("--beta", args.beta, False, True),
+                                       ("--warmup-epochs", args.warmup_epochs, True, True),
+                                       ("--free-bits", args.free_bits, False, True), ("--iwae", args.iwae, True, False),
+                                       ("--seed", args.seed, True, True)):
+        if value is not None:
+            check_positive(flag, value, integer=integer, allow_zero=zero)
+    if isinstance(args.decoder_std, float):
+        check_positive("--decoder-std", args.decoder_std)
+
+
 def cmd_train(args):
     defaults = DATASET_DEFAULTS[args.dataset]
+    check_train_numbers(args)
     check_resume_options(args)
     epochs = args.epochs if args.epochs is not None else defaults["epochs"]
     if args.out:
@@ -315,13 +341,23 @@ def save_checkpoint(model, out):
 
 
 def cmd_sample(args):
+    if args.n is not None:
+        check_positive("--n", args.n, integer=True)
+    if args.seed is not None:
+        check_positive("--seed", args.seed, integer=True, allow_zero=True)
     model = VAE.load(args.checkpoint, backend=args.backend)
+    if args.n is None:
+        args.n = 6 * model.n_classes if model.n_classes is not None and args.label is None else 64
     if args.seed is not None:
         model.eval_rng_ = np.random.default_rng(args.seed)
     if model.n_classes is None and args.label is not None:
         raise ValueError("--label is for a conditional model (trained with --conditional); this one is not")
     if model.n_classes is not None and args.label is None:  # every class, the same z down each column
-        figure = plotting.plot_class_grid(model, n_styles=max(1, args.n // model.n_classes))
+        if args.n % model.n_classes:
+            raise ValueError(f"without --label, a conditional model draws every one of its {model.n_classes} "
+                             f"classes alike, so --n must be a multiple of {model.n_classes}; got {args.n} (or pass "
+                             "--label to draw one class)")
+        figure = plotting.plot_class_grid(model, n_styles=args.n // model.n_classes)
     elif model.n_classes is not None:
         images = model.sample(args.n, y=args.label)
         figure = plotting.plot_images(to_numpy(images), cols=math.ceil(math.sqrt(args.n)),
@@ -486,7 +522,7 @@ def build_parser():
     train.add_argument("--iw-samples", type=int,
                        help="importance samples K for the test log p(x), 0 for none (default: 1000 for digits, "
                             "0 otherwise)")
-    train.add_argument("--decoder-std", type=lambda s: s if s == "learned" else float(s),
+    train.add_argument("--decoder-std", type=decoder_std,
                        help="Gaussian likelihood: a fixed std, or 'learned' (default: 1.0)")
     train.add_argument("--beta", type=float, help="weight of the KL term (default: 1.0)")
     train.add_argument("--warmup-epochs", type=int, default=0, help="KL warm-up: epochs for the KL weight to reach beta")
@@ -507,7 +543,8 @@ def build_parser():
     sample = sub.add_parser("sample", help="draw samples from a saved model into a PNG",
                             description="Decode draws from the prior of a saved model into an image grid.")
     sample.add_argument("--checkpoint", required=True, help="a model.npz written by train")
-    sample.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    sample.add_argument("--n", type=int, help="number of samples (default: 64; a conditional model without "
+                                              "--label: 6 of each class)")
     sample.add_argument("--out", default="samples.png",
                         help="image to write; a folder gets samples.png, a name without a suffix gets .png "
                              "(default: samples.png)")

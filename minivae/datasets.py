@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import math
 import os
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .archive import MAX_INFLATION
+from .tempfiles import make_temporary, remove_abandoned
 from .validation import check_choice
 
 _DATA = Path(__file__).with_name("data")
@@ -206,9 +206,10 @@ def _download(kind, name, root):
     and keep it only if its SHA-256 matches."""
     expected, size = SOURCES[kind]["files"][name]
     root.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(root)  # the partial downloads of processes that were killed
     errors = []
     for mirror in SOURCES[kind]["mirrors"]:
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.", suffix=".part")
+        fd, tmp = make_temporary(root)
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(mirror + name, timeout=60) as response:
                 left = size + 1  # one byte more than published shows that the file is too long

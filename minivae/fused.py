@@ -15,18 +15,33 @@ is the only one.
 import importlib.util
 import math
 import os
+import warnings
+from pathlib import Path
 
 # numba is imported at the first compiled update, not with minivae: it takes about 100 MiB and a second to load
 AVAILABLE = importlib.util.find_spec("numba") is not None
 _kernels = {}
 
 
-def requested():
-    """False when ``MINIVAE_FAST=0`` asks for the NumPy-style updates (on the CPU and the GPU alike).
+OFF, ON = ("0", "false", "no", "off"), ("1", "true", "yes", "on", "")
 
-    On CuPy it also runs :func:`minivae.backend.elementwise` functions one kernel per operation, unfused.
+
+def requested():
+    """False when ``MINIVAE_FAST`` is ``0`` (or ``false``, ``no``, ``off``): the NumPy-style updates.
+
+    That holds on the CPU and the GPU alike; on CuPy it also runs
+    :func:`minivae.backend.elementwise` functions one kernel per operation,
+    unfused. Any other value than these and ``1``, ``true``, ``yes``, ``on``
+    is an error, so that a setting meant to turn the compiled path off never
+    leaves it on.
     """
-    return os.environ.get("MINIVAE_FAST", "1") != "0"
+    value = os.environ.get("MINIVAE_FAST", "1").strip().lower()
+    if value.isdigit():
+        value = "1" if int(value) else "0"
+    if value not in OFF + ON:
+        raise ValueError(f"MINIVAE_FAST must be 0 (or false, no, off) or 1 (or true, yes, on); got "
+                         f"{os.environ['MINIVAE_FAST']!r}")
+    return value in ON
 
 
 def enabled():
@@ -38,14 +53,39 @@ def _compiled(fn):
     """``fn`` compiled by numba on its first call (and cached on disk for later processes)."""
     def call(*args):
         kernel = _kernels.get(fn.__name__)
-        if kernel is None:
-            import numba
-            # error_model="numpy": a division by zero gives inf as in NumPy, not a check that stops vectorisation
-            kernel = _kernels[fn.__name__] = numba.njit(cache=True, error_model="numpy", nogil=True)(fn)
-        return kernel(*args)
+        if kernel is not None:
+            return kernel(*args)
+        import numba
+        # error_model="numpy": a division by zero gives inf as in NumPy, not a check that stops vectorisation
+        kernel = numba.njit(cache=True, error_model="numpy", nogil=True)(fn)
+        try:
+            result = kernel(*args)  # the first call loads the cache, or compiles and writes it
+        except Exception as err:  # a damaged cache file (a truncated write, a disk error) fails the load
+            if not _remove_cache(kernel):
+                raise
+            warnings.warn(f"the compiled {fn.__name__} in numba's cache was damaged ({type(err).__name__}: {err}); "
+                          "it was deleted and is compiled afresh", RuntimeWarning, stacklevel=3)
+            kernel = numba.njit(cache=True, error_model="numpy", nogil=True)(fn)
+            result = kernel(*args)
+        _kernels[fn.__name__] = kernel
+        return result
 
     call.__doc__ = fn.__doc__
     return call
+
+
+def _remove_cache(kernel):
+    """Delete the cache files of the numba function ``kernel``; returns whether there were any."""
+    try:
+        cache = kernel._cache  # numba's own: the folder and the index file's name
+        folder, index = Path(cache._cache_path), cache._cache_file._index_name
+    except AttributeError:
+        return False
+    stem = index[:-len(".nbi")]
+    files = [f for f in folder.glob(stem + "*") if f.suffix in (".nbi", ".nbc")]
+    for f in files:
+        f.unlink(missing_ok=True)
+    return bool(files)
 
 
 def _adam(w, dw, m, v, b1, c1, b2, c2, lr_t, eps_hat, tiny, flush, saved_w, saved_m, saved_v, save):

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .backend import get_array_module, to_numpy
+from . import fused
 from .blas import StepThreads
 from .evaluate import latent_diagnostics
 from .noise import NoiseAhead
@@ -112,6 +113,7 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     free_bits = check_positive("free_bits", free_bits, allow_zero=True)
     eval_batch_size = check_positive("eval_batch_size", eval_batch_size, integer=True)
     n_samples = model.check_objective(objective, n_samples, free_bits=free_bits, warmup_epochs=warmup_epochs)
+    fused.requested()  # a MINIVAE_FAST it cannot read is refused now, not at the first update
     objective = check_choice("objective", objective, ("elbo", "iwae"))
     if binarize is not None:
         check_choice("binarize", binarize, ("dynamic",))

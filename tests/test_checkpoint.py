@@ -323,3 +323,24 @@ def test_a_conditional_model_saves_and_resumes(tmp_path):
     straight = VAE.load(tmp_path / "c.npz").fit(x, epochs=1, batch_size=50, progress=False, y=y)
     model.fit(x, epochs=1, batch_size=50, progress=False, y=y)
     assert np.array_equal(to_numpy(straight.flat_params), to_numpy(model.flat_params))
+
+
+def test_numbers_a_tampered_checkpoint_cannot_hold(tmp_path):
+    model = trained()
+    model.partial_epoch_ = {"epoch": 3, "n": 40, "batch_size": 10, "step": 2, "perm": np.arange(40),
+                            "totals": np.zeros(3), "seconds": 0.5}
+    history = [dict(row) for row in model.history_]
+    history[0]["loss"] = float("nan")
+    place = {"epoch": 3, "n": 10**400, "batch_size": 10, "step": 2, "totals": [0, 0, 0], "seconds": 0.5}
+    for name, parts, message in (
+            ("nan-loss", dict(history=np.array(json.dumps(history))), "history row 1's loss should be a finite"),
+            ("huge-n", dict(partial_epoch=np.array(json.dumps(place))), "not a permutation of its n = 1000"),
+            ("huge-seconds", dict(partial_epoch=np.array(json.dumps({**place, "n": 40, "seconds": 10**400}))),
+             "seconds should be a finite number; got an integer of 401 digits")):
+        model.save(tmp_path / "m.npz")
+        with np.load(tmp_path / "m.npz") as f:
+            arrays = {k: f[k] for k in f.files} | parts
+        with open(tmp_path / f"{name}.npz", "wb") as out:
+            np.savez(out, **arrays)
+        with pytest.raises(ValueError, match=message):
+            VAE.load(tmp_path / f"{name}.npz")

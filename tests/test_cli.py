@@ -58,7 +58,7 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
 
 def test_a_zero_batch_size_is_an_error_not_the_default(tmp_path, capsys):
     assert main(["train", "--epochs", "1", "--batch-size", "0", "--out", str(tmp_path), "--no-progress"]) == 2
-    assert "batch_size must be" in capsys.readouterr().err
+    assert "--batch-size must be" in capsys.readouterr().err
 
 
 def test_bad_hidden_sizes_are_a_usage_error(capsys):
@@ -142,7 +142,7 @@ def test_a_damaged_checkpoint_or_data_file_is_a_one_line_error(tmp_path, capsys)
     np.savez(out / "damaged.npz", **arrays)
     capsys.readouterr()
     assert main(["train", "--resume", str(out / "damaged.npz"), "--out", str(out), "--no-progress"]) == 2
-    assert "history row 1's loss should be a number" in capsys.readouterr().err
+    assert "history row 1's loss should be a finite number" in capsys.readouterr().err
 
     data = tmp_path / "data"
     data.mkdir()
@@ -196,7 +196,7 @@ def test_train_on_the_importance_weighted_bound(tmp_path, capsys):
     args = ["train", "--epochs", "2", "--out", str(out), "--no-progress", "--hidden", "16"]
     assert main(args + ["--iwae", "4"]) == 0
     assert len(VAE.load(out / "model.npz").history_) == 2 and "test log p(x)" in capsys.readouterr().out
-    for bad, message in ((["--iwae", "0"], "n_samples must be"), (["--iwae", "3", "--warmup-epochs", "2"], "warm-up"),
+    for bad, message in ((["--iwae", "0"], "--iwae must be"), (["--iwae", "3", "--warmup-epochs", "2"], "warm-up"),
                          (["--iwae", "3", "--beta", "2"], "beta=1")):
         assert main(args + bad) == 2
         err = capsys.readouterr().err
@@ -270,3 +270,29 @@ def test_an_out_that_cannot_be_a_folder_is_a_one_line_error(tmp_path, capsys):
         assert main(["train", "--epochs", "1", "--out", str(tmp_path / out), "--no-progress"]) == 2
         assert message in capsys.readouterr().err
     assert (tmp_path / "file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sample", "--n", "-3"], "--n must be a finite integer > 0; got -3"),
+    (["sample", "--seed", "-1"], "--seed must be a finite integer >= 0; got -1"),
+    (["train", "--iw-samples", "-1"], "--iw-samples must be"),
+    (["train", "--epochs", "2000000"], "would not end in a lifetime"),
+])
+def test_bad_numbers_name_their_option_before_anything_runs(tmp_path, capsys, args, message):
+    if args[0] == "sample":
+        args = [*args, "--checkpoint", str(tmp_path / "none.npz")]  # refused before the checkpoint is read
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "model.npz").exists()
+
+
+def test_a_conditional_model_draws_a_whole_grid_or_one_class(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), "--no-progress", "--hidden", "8", "--conditional",
+                 "--iw-samples", "0"]) == 0
+    checkpoint = ["--checkpoint", str(out / "model.npz")]
+    capsys.readouterr()
+    assert main(["sample", *checkpoint, "--n", "3", "--out", str(tmp_path / "a.png")]) == 2
+    assert "--n must be a multiple of 10; got 3" in capsys.readouterr().err and not (tmp_path / "a.png").exists()
+    assert main(["sample", *checkpoint, "--out", str(tmp_path / "b.png")]) == 0  # 6 of each class
+    assert main(["sample", *checkpoint, "--n", "3", "--label", "2", "--out", str(tmp_path / "c.png")]) == 0

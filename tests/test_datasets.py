@@ -4,6 +4,8 @@ import collections
 import gzip
 import hashlib
 import io
+import subprocess
+import sys
 import urllib.request
 import zlib
 
@@ -113,8 +115,12 @@ def test_download_verifies_the_checksum(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: FakeResponse(served[url.rsplit("/", 1)[1]]))
     sums = {name: [hashlib.sha256(data).hexdigest(), len(data)] for name, data in served.items()}
     monkeypatch.setitem(datasets.SOURCES, "digits", {"mirrors": ("https://mirror/",), "files": sums})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stray = tmp_path / f".minivae-{int(dead.stdout)}-abc.tmp"  # the partial download of a process killed outright
+    stray.write_bytes(b"\x1f\x8b half")
     x, _ = load_mnist(tmp_path, split="test", download=True)
     assert x.shape == (2, 784) and (tmp_path / "t10k-images-idx3-ubyte.gz").read_bytes() == payload
+    assert not stray.exists()
 
     sums["t10k-images-idx3-ubyte.gz"][0] = "0" * 64  # a file that does not match what was published
     other = tmp_path / "other"

@@ -250,3 +250,38 @@ def test_each_cupy_module_gets_its_own_kernel(strict, monkeypatch):
     other.ElementwiseKernel = lambda *args, **options: "built by the other module"
     monkeypatch.setitem(sys.modules, "cupy", other)
     assert build() == "built by the other module"
+
+
+@pytest.mark.parametrize("value, on", [("0", False), ("false", False), ("No", False), ("off", False), (" 0", False),
+                                       ("00", False), ("1", True), ("true", True), ("yes", True), ("ON", True)])
+def test_minivae_fast_reads_the_usual_spellings(monkeypatch, value, on):
+    monkeypatch.setenv("MINIVAE_FAST", value)
+    assert fused.requested() is on
+
+
+def test_a_minivae_fast_it_cannot_read_is_an_error(monkeypatch):
+    monkeypatch.setenv("MINIVAE_FAST", "fast")
+    with pytest.raises(ValueError, match="MINIVAE_FAST must be 0 .* or 1 .*; got 'fast'"):
+        fused.requested()
+
+
+@pytest.mark.skipif(not fused.AVAILABLE, reason="numba is not installed (the fast extra)")
+def test_a_damaged_compiled_cache_is_rebuilt_not_an_error(tmp_path):
+    import subprocess
+    import textwrap
+    script = textwrap.dedent("""
+        import numpy as np
+        from minivae.optim import Adam
+        w = np.ones(10, np.float32)
+        Adam(lr=0.1).step(w, np.ones(10, np.float32))
+        print(w[0])
+    """)
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path), "MINIVAE_FAST": "1"}
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    files = sorted(tmp_path.rglob("fused._adam*.nb[ic]"))
+    assert first.returncode == 0 and files, first.stderr
+    for f in files:  # a write cut short
+        f.write_bytes(f.read_bytes()[:20])
+    again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout and "was damaged" in again.stderr and "deleted" in again.stderr
