@@ -172,3 +172,18 @@ def elementwise(fn):
     signature = inspect.signature(fn)  # shown without the xp that call passes itself
     call.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
     return call
+
+
+def device_memory(xp):
+    """The bytes of memory of the device ``xp`` computes on: the machine's RAM, or the GPU's; None if unknown."""
+    try:
+        if xp is np:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return xp.cuda.Device().mem_info[1]
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def gibibytes(nbytes):
+    """``nbytes`` as text for an error message: ``"3.6 GiB"``, or beyond any machine's memory, says so."""
+    return f"about {nbytes / 2**30:,.1f} GiB" if nbytes < 2**70 else "more than a billion TiB"

@@ -240,8 +240,17 @@ def binarize(x, method="threshold", threshold=0.5, rng=None):
     draw every epoch (dynamic binarisation) pass ``binarize="dynamic"`` to ``fit``.
     """
     method = check_choice("binarisation method", method, ("threshold", "sample"))
+    if getattr(getattr(x, "dtype", None), "kind", "f") not in "biuf":
+        raise ValueError(f"binarize takes an array of numbers; got {x.dtype}")
     x = np.asarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("binarize takes pixel intensities in [0, 1]; x holds NaN or inf")
+    if x.size and not (0 <= x.min() and x.max() <= 1):
+        raise ValueError("binarize takes pixel intensities in [0, 1] (for 8-bit pixels divide by 255 first); got "
+                         f"values from {x.min():g} to {x.max():g}")
     if method == "threshold":
+        if not (isinstance(threshold, (int, float, np.integer, np.floating)) and 0 <= threshold <= 1):
+            raise ValueError(f"threshold must be a number in [0, 1]; got {threshold!r}")
         return (x > threshold).astype(np.float32)
     rng = np.random.default_rng(rng)
     return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)

@@ -19,7 +19,7 @@ import numpy as np
 from .backend import to_numpy
 from .blas import threads_for
 from .losses import LOG_2PI, gaussian_log_density, kl_per_dimension
-from .validation import check_positive
+from .validation import check_positive, check_samples
 
 
 def log_likelihood(model, x, n_samples=1000, max_rows=16384, y=None):
@@ -31,7 +31,7 @@ def log_likelihood(model, x, n_samples=1000, max_rows=16384, y=None):
     from the model's evaluation stream ``eval_rng_``. A conditional model
     estimates ``log p(x|y)`` and needs the labels ``y``.
     """
-    K = check_positive("n_samples", n_samples, integer=True)
+    K = check_samples("n_samples", n_samples)
     check_positive("max_rows", max_rows, integer=True)
     x = model.checked_input(x)
     N = x.shape[0]

@@ -5,12 +5,12 @@ import os
 
 import numpy as np
 
-from .backend import elementwise, get_array_module, name_of, resolve, to_backend
+from .backend import device_memory, elementwise, gibibytes, get_array_module, name_of, resolve, to_backend
 from .layers import ACTIVATIONS, Dense, GaussianSample
 from .likelihoods import NAMES as LIKELIHOODS
 from .likelihoods import make as make_likelihood
 from .losses import LOG_2PI, kl_per_dimension
-from .validation import as_batch, check_choice, check_positive, check_seed
+from .validation import as_batch, check_choice, check_positive, check_samples, check_seed
 
 DTYPES = ("float32", "float64")
 DECODER_STD_RANGE = (1e-6, 1e6)  # beyond these, 1 / std^2 leaves the float range of the loss
@@ -488,6 +488,10 @@ class VAE:
         from ``p(x|y)``: ``y`` is one label for all, or ``n`` labels.
         """
         n = check_positive("n", n, integer=True)
+        need, have = n * self.input_dim * self.likelihood_.outputs * np.dtype(self.dtype).itemsize, device_memory(self.xp)
+        if have and need > have / 2:
+            raise ValueError(f"{n:,} samples need {gibibytes(need)}, more than this device can give "
+                             f"({gibibytes(have)}); draw them in smaller batches")
         onehot = self.one_hot(y, n)
         z = self.draw_normal((n, self.latent_dim), self.eval_rng_)
         out, logvar = self.decoder_forward(z, onehot)
@@ -503,7 +507,7 @@ class VAE:
         the true bound on ``log p(x)``. ``eps`` of shape (N, K) fixes the noise
         for one sample. A conditional model bounds ``log p(x|y)``.
         """
-        n_samples = check_positive("n_samples", n_samples, integer=True)
+        n_samples = check_samples("n_samples", n_samples)
         x = self.checked_input(x)
         onehot = self.one_hot(y, x.shape[0])
         mu, logvar = self.encoder_forward(x, onehot)

@@ -23,10 +23,33 @@ def image_shape(d):
     return side, side
 
 
+def check_shape(shape, pixels):
+    """``shape`` as ``(height, width)``: two positive integers whose product is ``pixels``."""
+    ok = isinstance(shape, (tuple, list)) and len(shape) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in shape)
+    if not ok or shape[0] * shape[1] != pixels:
+        raise ValueError(f"shape must be (height, width), two positive integers whose product is the {pixels} pixels "
+                         f"of an image; got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def image_batch(images, name="images"):
+    """``images`` as a finite (n, pixels) NumPy array, with at least one image."""
+    images = to_numpy(images)
+    if images.ndim != 2 or images.shape[0] == 0 or images.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a non-empty numeric array of shape (n, pixels); got "
+                         f"{images.dtype} of shape {images.shape}")
+    if not np.isfinite(images).all():
+        raise ValueError(f"{name} hold NaN or inf; they cannot be drawn")
+    return images
+
+
 def tile(images, cols, shape, pad=1):
     """Arrange ``images`` (n, h*w) into one (rows*(h+pad), cols*(w+pad)) array for a single imshow."""
     cols = check_positive("cols", cols, integer=True)
-    images = to_numpy(images).reshape(-1, *shape)
+    images = image_batch(images)
+    shape = check_shape(shape, images.shape[1])
+    images = images.reshape(-1, *shape)
     n, (h, w) = len(images), shape
     rows = -(-n // cols)
     canvas = np.zeros((rows * (h + pad) - pad, cols * (w + pad) - pad), dtype=np.float32)  # 0 draws white
@@ -48,8 +71,8 @@ def _image_figure(canvas, title, width=6.0):
 
 def plot_images(images, cols=None, title="", shape=None):
     """Images (n, h*w) in a grid of ``cols`` columns (default: one row), pixels in [0, 1]."""
-    images = to_numpy(images)
-    cols = cols or len(images)
+    images = image_batch(images)
+    cols = len(images) if cols is None else cols
     width = min(10.0, 0.8 * cols)
     return _image_figure(tile(images, cols, shape or image_shape(images.shape[1])), title, width=max(width, 2.0))
 
@@ -89,6 +112,10 @@ def plot_kl_per_dim(kl, active=None):
     marks the dimensions above 0.01 in a second colour.
     """
     kl = np.asarray(kl)
+    if kl.ndim != 1 or kl.dtype.kind not in "iuf" or not np.isfinite(kl).all():
+        raise ValueError(f"kl must be one finite number per latent dimension; got {kl.dtype} of shape {kl.shape}")
+    if active is not None and np.shape(active) != kl.shape:
+        raise ValueError(f"active must hold one variance per latent dimension, {len(kl)}; got shape {np.shape(active)}")
     fig = Figure(figsize=(max(4.0, 0.35 * len(kl) + 2), 3), layout="constrained")
     ax = fig.add_subplot()
     colours = ["C0" if active is None or v > 0.01 else "C7" for v in (active if active is not None else kl)]
@@ -100,7 +127,7 @@ def plot_kl_per_dim(kl, active=None):
 
 def plot_reconstructions(model, x, n=10, shape=None, y=None):
     """Inputs (top row) above their reconstructions (bottom row); ``y``: a conditional model's labels of ``x``."""
-    x = to_numpy(x)[:n]
+    x = image_batch(x, "x")[:check_positive("n", n, integer=True)]
     shape = shape or image_shape(x.shape[1])
     recon = to_numpy(model.reconstruct(x, None if y is None else np.asarray(y)[:n]))
     return _image_figure(tile(np.concatenate([x, recon]), len(x), shape), "inputs (top) and reconstructions (bottom)")
@@ -115,6 +142,7 @@ def plot_class_grid(model, n_styles=8, shape=None):
     if model.n_classes is None:
         raise ValueError("a class grid needs a conditional model (VAE(..., n_classes=...))")
     C = model.n_classes
+    n_styles = check_positive("n_styles", n_styles, integer=True)
     z = model.eval_rng_.standard_normal((n_styles, model.latent_dim))
     images = to_numpy(model.decode(np.tile(z, (C, 1)), y=np.repeat(np.arange(C), n_styles)))
     return _image_figure(tile(images, n_styles, shape or image_shape(model.input_dim)),
@@ -123,6 +151,7 @@ def plot_class_grid(model, n_styles=8, shape=None):
 
 def plot_samples(model, n=64, shape=None):
     """Draws from the model: ``z ~ N(0, I)``, then the mean of ``p(x|z)``."""
+    n = check_positive("n", n, integer=True)
     cols = int(np.ceil(np.sqrt(n)))
     return _image_figure(tile(model.sample(n), cols, shape or image_shape(model.input_dim)),
                          "samples from the prior", width=5.0)
@@ -134,6 +163,9 @@ def plot_latent(model, x, labels, batch_size=1000):
     Two latent dimensions are shown as they are; more are projected onto the
     first two principal directions of ``mu``; one is drawn against the label.
     """
+    batch_size = check_positive("batch_size", batch_size, integer=True)
+    if np.ndim(labels) != 1 or len(labels) != len(x):
+        raise ValueError(f"labels must hold one label per row of x ({len(x)}); got shape {np.shape(labels)}")
     given = None if model.n_classes is None else np.asarray(labels)
     mu = np.concatenate([to_numpy(model.encode(x[i:i + batch_size], None if given is None else given[i:i + batch_size])[0])
                          for i in range(0, len(x), batch_size)])
@@ -162,10 +194,13 @@ def manifold_grid(n=15, dims=(0, 1), latent_dim=2, edge=0.05):
     With one latent dimension the grid is one row of ``n`` points along it.
     """
     n = check_positive("n", n, integer=True)
+    if not (isinstance(edge, (int, float, np.floating)) and 0 < edge < 0.5):
+        raise ValueError(f"edge must be a quantile between 0 and 0.5 (the grid spans edge to 1 - edge); got {edge!r}")
     q = [NormalDist().inv_cdf(p) for p in np.linspace(edge, 1 - edge, n)]
     if latent_dim == 1:
         return np.array(q, dtype=np.float32)[:, None]
-    if len(dims) != 2 or not all(0 <= d < latent_dim for d in dims):
+    if len(dims) != 2 or not all(isinstance(d, (int, np.integer)) and 0 <= d < latent_dim for d in dims) \
+            or dims[0] == dims[1]:
         raise ValueError(f"dims must name two of the {latent_dim} latent dimensions (0 to {latent_dim - 1}); got {dims!r}")
     z = np.zeros((n * n, latent_dim), dtype=np.float32)
     for r in range(n):

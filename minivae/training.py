@@ -18,14 +18,13 @@ Training never leaves a model half-updated:
 """
 
 import math
-import os
 import time
 import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .backend import get_array_module, to_numpy
+from .backend import device_memory, get_array_module, gibibytes, to_numpy
 from . import fused
 from .blas import StepThreads
 from .evaluate import latent_diagnostics
@@ -232,19 +231,9 @@ def check_step_memory(model, batch, n_samples):
     need = 4 * n_samples * batch * max(widths) * np.dtype(model.dtype).itemsize
     have = device_memory(model.xp)
     if have and need > STEP_MEMORY_SHARE * have:
-        raise ValueError(f"a step with n_samples={n_samples:,} and {batch:,} examples a batch needs about "
-                         f"{need / 2**30:,.1f} GiB, more than this {'GPU' if model.xp is not np else 'machine'} "
-                         f"can give ({have / 2**30:,.1f} GiB); lower n_samples or batch_size")
-
-
-def device_memory(xp):
-    """The bytes of memory of the device ``xp`` computes on: the machine's RAM, or the GPU's; None if unknown."""
-    try:
-        if xp is np:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        return xp.cuda.Device().mem_info[1]
-    except (AttributeError, ValueError, OSError):
-        return None
+        raise ValueError(f"a step with n_samples={n_samples:,} and {batch:,} examples a batch needs "
+                         f"{gibibytes(need)}, more than this {'GPU' if model.xp is not np else 'machine'} "
+                         f"can give ({gibibytes(have)}); lower n_samples or batch_size")
 
 
 def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, saved, noise, following,

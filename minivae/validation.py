@@ -35,6 +35,18 @@ def check_positive(name, value, integer=False, allow_zero=False):
     return int(value) if integer else float(value)
 
 
+MAX_SAMPLES = 10**7  # Monte Carlo samples per example: past this an estimate takes hours, its error barely shrinks
+
+
+def check_samples(name, value):
+    """A Monte Carlo sample count: an integer from 1 to ``MAX_SAMPLES`` (its standard error falls as 1/sqrt of it)."""
+    value = check_positive(name, value, integer=True)
+    if value > MAX_SAMPLES:
+        raise ValueError(f"{name}={value:,} samples per example would take hours, and the standard error falls only "
+                         f"as 1/sqrt({name}); at most {MAX_SAMPLES:,} (a few thousand is usual)")
+    return value
+
+
 def _holds_text(x):
     """True when a nested list (or tuple) has a string in its first row's first entry."""
     while isinstance(x, (list, tuple)) and x:
@@ -86,7 +98,7 @@ def as_batch(x, xp, dtype, features, name="x", unit_interval=False, what="this m
                          "np.loadtxt or float() first)")
     try:
         a = to_backend(x, xp, dtype=dtype)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"{name} must be a numeric array of shape (N, {features}): {err}") from None
     if a.ndim != 2:
         hint = " Flatten images first, e.g. x.reshape(len(x), -1)." if a.ndim > 2 else ""
