@@ -595,7 +595,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, ImportError, OSError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ImportError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except MemoryError:

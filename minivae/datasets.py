@@ -242,7 +242,10 @@ def binarize(x, method="threshold", threshold=0.5, rng=None):
     method = check_choice("binarisation method", method, ("threshold", "sample"))
     if getattr(getattr(x, "dtype", None), "kind", "f") not in "biuf":
         raise ValueError(f"binarize takes an array of numbers; got {x.dtype}")
-    x = np.asarray(x, dtype=np.float32)
+    try:
+        x = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"binarize takes an array of pixel intensities in [0, 1]: {err}") from None
     if not np.isfinite(x).all():
         raise ValueError("binarize takes pixel intensities in [0, 1]; x holds NaN or inf")
     if x.size and not (0 <= x.min() and x.max() <= 1):

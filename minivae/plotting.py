@@ -5,6 +5,7 @@ they need no display, hold no global state, and never call ``show()``. In a
 notebook, a figure left as a cell's value is drawn inline.
 """
 
+import math
 from statistics import NormalDist
 
 import numpy as np
@@ -72,8 +73,8 @@ def _image_figure(canvas, title, width=6.0):
 def plot_images(images, cols=None, title="", shape=None):
     """Images (n, h*w) in a grid of ``cols`` columns (default: one row), pixels in [0, 1]."""
     images = image_batch(images)
-    cols = len(images) if cols is None else cols
-    width = min(10.0, 0.8 * cols)
+    cols = len(images) if cols is None else check_positive("cols", cols, integer=True)
+    width = min(10.0, 0.8 * min(cols, len(images)))
     return _image_figure(tile(images, cols, shape or image_shape(images.shape[1])), title, width=max(width, 2.0))
 
 
@@ -152,7 +153,7 @@ def plot_class_grid(model, n_styles=8, shape=None):
 def plot_samples(model, n=64, shape=None):
     """Draws from the model: ``z ~ N(0, I)``, then the mean of ``p(x|z)``."""
     n = check_positive("n", n, integer=True)
-    cols = int(np.ceil(np.sqrt(n)))
+    cols = math.isqrt(n - 1) + 1  # ceil(sqrt(n)) in whole numbers: n may be any size here
     return _image_figure(tile(model.sample(n), cols, shape or image_shape(model.input_dim)),
                          "samples from the prior", width=5.0)
 

@@ -17,7 +17,7 @@ import hypothesis  # noqa: F401  (the test extra installs it)
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from minivae import VAE, datasets, latent, plotting  # noqa: E402
+from minivae import VAE, DivergedError, datasets, latent, plotting  # noqa: E402
 from minivae.ans import Message  # noqa: E402
 from minivae.bitsback import BitsBackCodec  # noqa: E402
 from minivae.cli import main  # noqa: E402
@@ -82,8 +82,12 @@ def refused_clearly_or_accepted(call, model=None):
         if model is not None:
             assert same(state(model), before), f"refused ({err}) but the model changed"
         return "refused"
-    except Exception:
-        TALLY["other exception"] += 1
+    except DivergedError as err:  # a value that trains, badly: the steps before are kept, the failing one undone
+        TALLY["trained, then diverged clearly"] += 1
+        assert "undone" in str(err)
+        return "diverged"
+    except Exception as err:
+        TALLY[f"other exception: {type(err).__name__}"] += 1
         raise
     TALLY["accepted (a valid value)"] += 1
     return "accepted"

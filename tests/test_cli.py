@@ -296,3 +296,11 @@ def test_a_conditional_model_draws_a_whole_grid_or_one_class(tmp_path, capsys):
     assert "--n must be a multiple of 10; got 3" in capsys.readouterr().err and not (tmp_path / "a.png").exists()
     assert main(["sample", *checkpoint, "--out", str(tmp_path / "b.png")]) == 0  # 6 of each class
     assert main(["sample", *checkpoint, "--n", "3", "--label", "2", "--out", str(tmp_path / "c.png")]) == 0
+
+
+def test_ctrl_c_outside_training_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(VAE, "load", interrupted)  # as if Ctrl-C came while compress was reading or coding
+    assert main(["compress", "--checkpoint", str(tmp_path / "m.npz")]) == 128 + signal.SIGINT
+    assert capsys.readouterr().err.strip() == "interrupted"
