@@ -22,6 +22,7 @@ from .evaluate import (bits_per_dimension, latent_diagnostics, monte_carlo_mean,
 from .likelihoods import NAMES as LIKELIHOODS
 from .model import VAE
 from .stops import signals_held
+from .tempfiles import remove_abandoned
 from .training import DivergedError
 from .validation import check_positive
 
@@ -167,6 +168,7 @@ def check_output_folder(out):
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; train writes a folder of files: choose a folder")
     out.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(out)  # what saves killed outright (kill -9) left behind in it
 
 
 def check_train_numbers(args):

@@ -114,3 +114,14 @@ def test_a_final_save_that_cannot_be_written_keeps_the_model_elsewhere(tmp_path,
     rescued = next((tmp_path / "tmp").glob("minivae-rescued-*"))
     assert "No space left on device" in err and f"mv {rescued}/* {out}/" in err
     assert len(VAE.load(rescued / "model.npz").history_) == 2 and (rescued / "history.csv").exists()
+
+
+def test_train_clears_what_saves_killed_outright_left_in_its_folder(tmp_path, monkeypatch):
+    monkeypatch.setitem(cli.DATASET_DEFAULTS["digits"], "iw_samples", 0)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "run"
+    out.mkdir()
+    stray = out / f".minivae-{int(dead.stdout)}-abcd.tmp"  # a save killed with kill -9
+    stray.write_bytes(b"PK\x03\x04" + bytes(1000))
+    assert main(["train", "--epochs", "0", "--out", str(out), "--no-progress", "--hidden", "8"]) == 0
+    assert not stray.exists()

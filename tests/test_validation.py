@@ -108,3 +108,11 @@ def test_a_seed_of_none_is_drawn_and_kept():
     a = VAE(6, hidden_dims=(4,), seed=None)
     assert isinstance(a.seed, int)
     assert np.array_equal(VAE(6, hidden_dims=(4,), seed=a.seed).flat_params, a.flat_params)
+
+
+def test_a_tensor_that_autograd_tracks_is_named_with_the_fix():
+    torch = pytest.importorskip("torch", reason="torch is not installed (an optional test oracle)")
+    model = VAE(6, hidden_dims=(4,), latent_dim=2, likelihood="gaussian")
+    with pytest.raises(TypeError, match=r"requires grad; pass x.detach\(\).cpu\(\).numpy\(\)"):
+        model.elbo(torch.zeros((2, 6), requires_grad=True))
+    assert model.elbo(torch.zeros((2, 6))).shape == (2,)  # a plain tensor converts as an array does
