@@ -3,10 +3,15 @@
 import os
 import sys
 
-import numpy as np
-import pytest
+# The tests run in parallel workers, each beside notebook kernels: every core is busy, and BLAS threads that spin
+# while they wait would fight each other for them. One thread for minivae's products, in the workers and in the
+# kernels they start (which inherit this); tests of the thread choice set the variable themselves.
+os.environ.setdefault("MINIVAE_BLAS_THREADS", "1")
 
-import strict_cupy
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import strict_cupy  # noqa: E402
 
 
 def _real_cupy_or_skip():

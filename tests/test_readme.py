@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import minivae
 from minivae import cli
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -38,7 +39,12 @@ def test_the_readme_has_its_tour_and_its_commands():
 
 @pytest.mark.slow
 def test_the_python_tour_runs(tmp_path, monkeypatch):
+    """As written, but with at most 2 epochs per fit and K = 20, as the commands below: the same code, quickly."""
     monkeypatch.chdir(tmp_path)
+    real_fit, real_log_likelihood = minivae.VAE.fit, minivae.VAE.log_likelihood
+    monkeypatch.setattr(minivae.VAE, "fit", lambda self, x, epochs=10, **kw: real_fit(self, x, min(epochs, 2), **kw))
+    monkeypatch.setattr(minivae.VAE, "log_likelihood",
+                        lambda self, x, n_samples=1000, y=None: real_log_likelihood(self, x, min(n_samples, 20), y))
     exec(compile(blocks("python")[0], "README.md", "exec"), {})
     assert (tmp_path / "model.npz").stat().st_size > 0
 
@@ -53,6 +59,8 @@ def test_every_command_runs_as_written_in_order(tmp_path, monkeypatch, capsys):
     for line, env, argv in commands():
         if "--backend" in argv and argv[argv.index("--backend") + 1] == "cupy" and importlib.util.find_spec("cupy") is None:
             continue  # the GPU section's commands need CuPy
+        if "--samples" in argv:  # evaluate's K, as the training defaults above
+            argv = [*argv[:argv.index("--samples") + 1], "20", *argv[argv.index("--samples") + 2:]]
         with monkeypatch.context() as m:
             for key, value in env.items():
                 m.setenv(key, value)
