@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from . import backend, baselines, datasets, evaluate, gradcheck, latent, layers, likelihoods, losses, optim, plotting
+from . import backend, baselines, datasets, evaluate, gradcheck, latent, layers, likelihoods, losses, optim, plotting, seeds
 from .backend import get_array_module, resolve, to_numpy
 from .datasets import load_digits, load_mnist
 from .gradcheck import check_gradients, numerical_gradient, rel_error
@@ -12,5 +12,5 @@ from .training import DivergedError
 __all__ = [
     "VAE", "DivergedError", "backend", "baselines", "check_gradients", "datasets", "evaluate", "get_array_module", "gradcheck",
     "latent", "layers", "likelihoods", "load_digits", "load_mnist", "losses", "numerical_gradient", "optim", "plotting",
-    "rel_error", "resolve", "to_numpy",
+    "rel_error", "resolve", "seeds", "to_numpy",
 ]

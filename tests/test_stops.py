@@ -15,6 +15,14 @@ from minivae.cli import main
 from minivae.stops import signals_held
 
 
+@pytest.fixture
+def usual_ctrl_c():
+    """Ctrl-C raising KeyboardInterrupt, whatever handler this test process inherited (a runner may set its own)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def signal_during_savez(monkeypatch, *signums):
     """Make ``np.savez`` send ``signums`` to this process half way through writing the checkpoint."""
     real = np.savez
@@ -29,7 +37,7 @@ def signal_during_savez(monkeypatch, *signums):
     monkeypatch.setattr(np, "savez", savez)
 
 
-def test_ctrl_c_during_a_save_comes_after_it(tmp_path, monkeypatch):
+def test_ctrl_c_during_a_save_comes_after_it(tmp_path, monkeypatch, usual_ctrl_c):
     model = VAE(64, (8,), 2, seed=0)
     signal_during_savez(monkeypatch, signal.SIGINT, signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
@@ -71,7 +79,7 @@ def test_a_held_signal_is_delivered_once_with_the_handler_from_before():
         signal.signal(signal.SIGHUP, previous)
 
 
-def test_a_second_ctrl_c_while_a_stopped_run_saves_keeps_the_run(tmp_path, monkeypatch, capsys):
+def test_a_second_ctrl_c_while_a_stopped_run_saves_keeps_the_run(tmp_path, monkeypatch, capsys, usual_ctrl_c):
     monkeypatch.setitem(cli.DATASET_DEFAULTS["digits"], "iw_samples", 20)
     real_fit = VAE.fit
 

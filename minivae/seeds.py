@@ -1,0 +1,143 @@
+"""Claims about trained models, across seeds: a figure with the spread of training in its standard error.
+
+A standard error from evaluating one trained model says how sure we are of
+*that model's* figure. A claim about a configuration ("the beta-binomial beats
+the histograms", "IWAE training gives a higher log p(x)") is about every model
+that training could have produced, so its error must also hold the spread
+between seeds. This module trains a configuration once per seed (or takes the
+models), evaluates each on the same examples, and reports
+
+* :meth:`SeedRuns.estimate`: the mean over seeds of each model's mean figure;
+* :func:`compare`: the difference between two configurations, or between one
+  and a baseline that has a figure per example (per-pixel histograms, say),
+
+each with a standard error from two parts that add:
+
+``se^2 = var_s(m_s) / S  +  var_i(d_i) / N``
+
+where ``m_s`` is seed ``s``'s mean over the ``N`` examples (its spread holds
+the seed-to-seed variation and each model's evaluation noise), and ``d_i``
+is example ``i``'s figure averaged over seeds (its spread is that of the
+examples drawn). With a handful of seeds the first part is itself uncertain:
+two or three seeds show the size of the spread, not its exact value, so
+claims are made only where the effect is several standard errors wide.
+
+Training the same configuration again gives the same model (a seed fixes a
+run), so :func:`trained` can keep models in a folder keyed by the
+configuration, the training options, the data and the seed, and notebooks
+that need the same model share one.
+"""
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .model import VAE
+
+
+@dataclass
+class Estimate:
+    """A figure across seeds: ``mean ± se`` from ``seeds`` trained models (``per_seed``: each one's mean)."""
+
+    mean: float
+    se: float
+    per_seed: np.ndarray
+    seeds: tuple
+
+    def __str__(self):
+        return f"{self.mean:.2f} ± {self.se:.2f} ({len(self.seeds)} seeds)"
+
+    def exceeds(self, value=0.0, sigmas=4.0):
+        """True when the estimate lies more than ``sigmas`` standard errors above ``value``."""
+        return self.mean - value > sigmas * self.se
+
+
+@dataclass
+class SeedRuns:
+    """Per-example figures of one configuration's trained models: ``values`` is (S, N), one row per seed."""
+
+    values: np.ndarray
+    seeds: tuple
+    models: list
+
+    def estimate(self):
+        """The mean figure over seeds and examples, with a standard error holding both spreads."""
+        return _estimate(self.values, self.seeds)
+
+
+def across_seeds(train, measure, seeds):
+    """Train ``train(seed)`` for each seed and ``measure(model)`` each on the same examples.
+
+    ``measure`` returns a figure per example, shape (N,) (for instance
+    ``lambda m: m.log_likelihood(x_test, 1000)``), or (R, N) replicates of one
+    (averaged). Returns :class:`SeedRuns`.
+    """
+    seeds = tuple(seeds)
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"a spread across seeds needs at least two different seeds; got {seeds!r}")
+    models, rows = [], []
+    for seed in seeds:
+        model = train(seed)
+        values = np.asarray(measure(model), dtype=np.float64)
+        values = values.mean(axis=0) if values.ndim == 2 else values
+        if values.ndim != 1 or (rows and values.shape != rows[0].shape) or not np.isfinite(values).all():
+            raise ValueError("measure must return one finite figure per example, (N,) or (R, N), the same N for "
+                             f"every seed; got shape {values.shape}")
+        models.append(model)
+        rows.append(values)
+    return SeedRuns(np.stack(rows), seeds, models)
+
+
+def compare(a, b):
+    """``a - b`` across seeds, paired over the examples: ``b`` is :class:`SeedRuns` or a baseline's (N,) figures."""
+    if isinstance(b, SeedRuns):
+        if b.values.shape[1] != a.values.shape[1]:
+            raise ValueError("the two configurations were measured on different numbers of examples")
+        per_example = a.values.mean(axis=0) - b.values.mean(axis=0)
+        seed_var = a.values.mean(axis=1).var(ddof=1) / len(a.seeds) + b.values.mean(axis=1).var(ddof=1) / len(b.seeds)
+        seeds = a.seeds + b.seeds
+        per_seed = a.values.mean(axis=1) - b.values.mean()
+    else:
+        baseline = np.asarray(b, dtype=np.float64)
+        if baseline.shape != a.values.shape[1:]:
+            raise ValueError(f"the baseline needs one figure per example, {a.values.shape[1]}; got {baseline.shape}")
+        return _estimate(a.values - baseline[None, :], a.seeds)
+    N = len(per_example)
+    se = math.sqrt(seed_var + (per_example.var(ddof=1) / N if N > 1 else 0.0))
+    return Estimate(float(per_example.mean()), se, per_seed, seeds)
+
+
+def _estimate(values, seeds):
+    S, N = values.shape
+    per_seed = values.mean(axis=1)
+    per_example = values.mean(axis=0)
+    se = math.sqrt(per_seed.var(ddof=1) / S + (per_example.var(ddof=1) / N if N > 1 else 0.0))
+    return Estimate(float(per_seed.mean()), se, per_seed, tuple(seeds))
+
+
+def trained(config, x, seed, cache=None, **fit_options):
+    """``VAE(**config, seed=seed)`` fitted to ``x`` with ``fit_options``; kept in the folder ``cache`` if given.
+
+    The file is named by a hash of the configuration, the options, the data and
+    the seed, so a second call with the same four loads the model instead of
+    training it again (the same model it would have trained, on the same machine
+    and backend: a seed fixes a run); any
+    change to one of them trains afresh.
+    """
+    options = {"progress": False, **fit_options}
+    if cache is None:
+        return VAE(**config, seed=seed).fit(x, **options)
+    key = json.dumps({"config": config, "fit": {k: v for k, v in options.items() if k != "progress"},
+                      "seed": seed, "data": hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest(),
+                      "shape": list(np.shape(x))}, sort_keys=True, default=str)
+    path = Path(cache) / f"vae-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+    if path.exists():
+        return VAE.load(path)
+    model = VAE(**config, seed=seed).fit(x, **options)
+    if model.stopped_by_ is None:  # a run stopped early is not the configuration's model
+        model.save(path)
+    return model
