@@ -65,22 +65,24 @@ def _log_likelihood(model, x, K, per_chunk, rows, onehot):
     return xp.concatenate(out)
 
 
-def monte_carlo_mean(estimate, x, replicates=10, batch_size=1000):
+def monte_carlo_mean(estimate, x, replicates=10, batch_size=1000, y=None):
     """The mean over the examples of ``x`` of a per-example Monte Carlo estimate, and its standard error.
 
     ``estimate(xb)`` returns one estimate per example of the batch ``xb``
     (``model.elbo``, say, or ``lambda xb: model.log_likelihood(xb, 1000)``),
     with fresh noise each call; it is run ``replicates`` times (at least 2).
+    Given labels ``y`` (a conditional model's), it is called as
+    ``estimate(xb, y=yb)`` with the labels of the same batch.
 
     The examples are fixed, so the only randomness is the Monte Carlo noise.
     With ``s_n^2`` the sample variance of example ``n``'s replicates, the mean
     of all ``R`` replicates over ``N`` examples has standard error
     ``sqrt(sum_n s_n^2 / R) / N``. Returns ``(mean, standard_error)`` as floats.
     """
-    return replicate_mean(monte_carlo_replicates(estimate, x, replicates, batch_size))
+    return replicate_mean(monte_carlo_replicates(estimate, x, replicates, batch_size, y=y))
 
 
-def monte_carlo_replicates(estimate, x, replicates=10, batch_size=1000):
+def monte_carlo_replicates(estimate, x, replicates=10, batch_size=1000, y=None):
     """``replicates`` runs of ``estimate`` over every example of ``x``: an (R, N) float64 array (see :func:`monte_carlo_mean`)."""
     R = check_positive("replicates", replicates, integer=True)
     if R < 2:
@@ -88,9 +90,13 @@ def monte_carlo_replicates(estimate, x, replicates=10, batch_size=1000):
     batch_size = check_positive("batch_size", batch_size, integer=True)
     if len(x) == 0:
         raise ValueError("x is empty; a mean needs at least one example")
+    if y is not None and np.shape(y) != (len(x),):
+        raise ValueError(f"y must hold one label per example of x ({len(x)}); got shape {np.shape(y)}")
     parts = []
     for i in range(0, len(x), batch_size):
-        parts.append(np.stack([to_numpy(estimate(x[i:i + batch_size])).astype(np.float64) for _ in range(R)]))
+        given = {} if y is None else {"y": np.asarray(y)[i:i + batch_size]}  # the batch's own labels
+        parts.append(np.stack([to_numpy(estimate(x[i:i + batch_size], **given)).astype(np.float64)
+                               for _ in range(R)]))
     return np.concatenate(parts, axis=1)
 
 

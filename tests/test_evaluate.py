@@ -130,3 +130,18 @@ def test_monte_carlo_mean_reports_the_standard_error_of_its_noise():
 
 def test_bits_per_dimension():
     assert ev.bits_per_dimension(-64 * np.log(2), 64) == pytest.approx(1.0)
+
+
+def test_a_conditional_models_labels_go_batch_by_batch():
+    x, y = load_digits("test")
+    model = VAE(64, hidden_dims=(8,), latent_dim=2, likelihood="binomial", trials=16, n_classes=10, seed=0)
+
+    def at_the_mean(xb, y):  # the ELBO's integrand at z = mu: one exact figure per example, no noise
+        return model.elbo(xb, eps=np.zeros((len(xb), 2)), y=y)
+    batched = ev.monte_carlo_replicates(at_the_mean, x[:50], replicates=2, batch_size=7, y=y[:50])
+    whole = to_numpy(at_the_mean(x[:50], y[:50]))
+    assert np.allclose(batched, whole[None, :], rtol=1e-5)  # each batch got its own examples' labels
+    shifted = ev.monte_carlo_replicates(at_the_mean, x[:50], replicates=2, batch_size=7, y=np.roll(y[:50], 1))
+    assert not np.allclose(shifted, whole[None, :], rtol=1e-5)
+    with pytest.raises(ValueError, match="one label per example"):
+        ev.monte_carlo_mean(model.elbo, x[:50], y=y[:49])
