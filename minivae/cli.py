@@ -280,16 +280,15 @@ def report_likelihood(model, x, iw_samples, y=None, x_train=None):
         print(f"{label:<24} {value:9.3f} ± {se:.3f} nats per example   "
               f"({bpd:.4f} ± {se / (model.input_dim * math.log(2)):.4f} bits per dimension)")
 
-    labels = {} if y is None else {"y": np.asarray(y)}
-    batch = len(x) if labels else 1000  # with labels, one batch, so that they line up with the rows
-    line("test ELBO:", *monte_carlo_mean(lambda xb: model.elbo(xb, **labels), x, replicates=10, batch_size=batch))
+    labels = None if y is None else np.asarray(y)  # each batch gets its own rows' labels
+    line("test ELBO:", *monte_carlo_mean(model.elbo, x, replicates=10, y=labels))
     if iw_samples:
-        given = "log p(x|y)" if labels else "log p(x)"
-        runs = monte_carlo_replicates(lambda xb: model.log_likelihood(xb, n_samples=iw_samples, **labels), x,
-                                      replicates=2, batch_size=batch)  # (2, N)
+        given = "log p(x)" if labels is None else "log p(x|y)"
+        runs = monte_carlo_replicates(lambda xb, **yb: model.log_likelihood(xb, n_samples=iw_samples, **yb), x,
+                                      replicates=2, y=labels)  # (2, N)
         line(f"test {given}, K={iw_samples}:", *replicate_mean(runs))
         print("  (an importance-weighted estimate: its expectation is a lower bound on log p(x) that rises with K)")
-        if x_train is not None and model.likelihood_.levels is not None and not labels:
+        if x_train is not None and model.likelihood_.levels is not None and labels is None:
             compare_with_baselines(model, runs, x, x_train)
     caveat = model.likelihood_.caveat(model.xp.asarray(x))
     if caveat:
