@@ -430,7 +430,7 @@ class VAE:
         if kl_weight is not None:
             kl_weight = check_positive("kl_weight", kl_weight, allow_zero=True)
         free_bits = check_positive("free_bits", free_bits, allow_zero=True)
-        K = self.check_objective(objective, n_samples, kl_weight=kl_weight, free_bits=free_bits)
+        objective, K = self.check_objective(objective, n_samples, kl_weight=kl_weight, free_bits=free_bits)
         x = self.checked_input(x)
         onehot = self.one_hot(y, x.shape[0])
         if objective == "iwae":
@@ -440,8 +440,8 @@ class VAE:
         return float(stats[0]), {name: g.copy() for name, g in self._grads.items()}
 
     def check_objective(self, objective, n_samples, kl_weight=None, free_bits=0.0, warmup_epochs=0):
-        """Check a training objective and its options; returns ``n_samples`` as an int."""
-        check_choice("objective", objective, ("elbo", "iwae"))
+        """Check a training objective and its options; returns ``(objective, n_samples)``, the name in lower case."""
+        objective = check_choice("objective", objective, ("elbo", "iwae"))
         K = check_positive("n_samples", n_samples, integer=True)
         if objective == "elbo" and K != 1:
             raise ValueError(f"n_samples={K} is the importance-weighted bound's; pass objective='iwae' with it")
@@ -452,7 +452,7 @@ class VAE:
             if kl_weight is not None or free_bits or warmup_epochs:
                 raise ValueError("KL warm-up, kl_weight and free bits act on the ELBO's KL term; "
                                  "the importance-weighted bound has none, so use them with objective='elbo'")
-        return K
+        return objective, K
 
     def _samples_eps(self, eps, K, n):
         """Check injected noise of shape (K, n, L), or draw it from ``rng_``."""

@@ -111,9 +111,9 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
     warmup_epochs = check_positive("warmup_epochs", warmup_epochs, integer=True, allow_zero=True)
     free_bits = check_positive("free_bits", free_bits, allow_zero=True)
     eval_batch_size = check_positive("eval_batch_size", eval_batch_size, integer=True)
-    n_samples = model.check_objective(objective, n_samples, free_bits=free_bits, warmup_epochs=warmup_epochs)
+    objective, n_samples = model.check_objective(objective, n_samples, free_bits=free_bits,
+                                                 warmup_epochs=warmup_epochs)
     fused.requested()  # a MINIVAE_FAST it cannot read is refused now, not at the first update
-    objective = check_choice("objective", objective, ("elbo", "iwae"))
     if binarize is not None:
         check_choice("binarize", binarize, ("dynamic",))
     x = model.checked_input(x, name="x")

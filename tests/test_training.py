@@ -442,6 +442,14 @@ def test_an_objective_in_capitals_trains_that_objective(digits):
     assert np.array_equal(*runs)
     elbo = small().fit(x, epochs=1, batch_size=50, progress=False).flat_params
     assert not np.array_equal(runs[0], elbo)
+    # and its checks apply: the bound in capitals has no KL term for beta or free bits to act on either
+    for model, options in ((small(beta=4.0), {}), (small(), {"free_bits": 0.5})):
+        with pytest.raises(ValueError, match="importance-weighted bound has no"):
+            model.fit(x, epochs=1, progress=False, objective="IWAE", n_samples=3, **options)
+    with pytest.raises(ValueError, match="is the importance-weighted bound's"):
+        small().loss_and_grads(x[:5], objective="ELBO", n_samples=3)
+    iwae = small().loss_and_grads(x[:5], eps=np.zeros((3, 5, 4)), objective="IWAE", n_samples=3)[0]
+    assert iwae == small().loss_and_grads(x[:5], eps=np.zeros((3, 5, 4)), objective="iwae", n_samples=3)[0]
 
 
 def state_of(model):
