@@ -55,17 +55,11 @@ class StopRequests:
             raise KeyboardInterrupt
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in STOP_SIGNALS:
-                previous = signal.getsignal(sig)
-                if previous is not signal.SIG_IGN:
-                    self._previous[sig] = previous
-                    signal.signal(sig, self._handle)
+        self._previous = _install(self._handle)
         return self
 
     def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        _restore(self._previous)
         return False
 
 
@@ -77,19 +71,32 @@ def signals_held():
     block, so after it Ctrl-C raises ``KeyboardInterrupt`` and SIGTERM ends
     the process as usual. A signal the process ignores stays ignored.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    arrived, previous = [], {}
-    for sig in STOP_SIGNALS:
-        handler = signal.getsignal(sig)
-        if handler is not signal.SIG_IGN:
-            previous[sig] = handler
-            signal.signal(sig, lambda signum, frame: arrived.append(signum))
+    arrived = []
+    previous = _install(lambda signum, frame: arrived.append(signum))
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        _restore(previous)
         for signum in dict.fromkeys(arrived):  # each signal once, in the order they came
             signal.raise_signal(signum)
+
+
+def _install(handler):
+    """Make ``handler`` handle each stop signal the process does not ignore; returns the handlers it replaced.
+
+    Only the main thread can install handlers: elsewhere nothing is installed and nothing returned.
+    """
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            handler_before = signal.getsignal(sig)
+            if handler_before is not signal.SIG_IGN:
+                previous[sig] = handler_before
+                signal.signal(sig, handler)
+    return previous
+
+
+def _restore(previous):
+    """Put back the handlers :func:`_install` replaced."""
+    for sig, handler in previous.items():
+        signal.signal(sig, signal.SIG_DFL if handler is None else handler)
