@@ -187,3 +187,17 @@ def device_memory(xp):
 def gibibytes(nbytes):
     """``nbytes`` as text for an error message: ``"3.6 GiB"``, or beyond any machine's memory, says so."""
     return f"about {nbytes / 2**30:,.1f} GiB" if nbytes < 2**70 else "more than a billion TiB"
+
+
+MEMORY_SHARE = 0.5  # one request may take at most this share of the device's memory
+
+
+def check_memory(need, xp, what, fix):
+    """Refuse, with ``ValueError``, a request for ``need`` bytes above ``MEMORY_SHARE`` of the device's memory.
+
+    ``what`` names the request ("a step with ..."), ``fix`` says how to ask for less.
+    """
+    have = device_memory(xp)
+    if have and need > MEMORY_SHARE * have:
+        raise ValueError(f"{what} needs {gibibytes(need)}, more than this {'machine' if xp is np else 'GPU'} can "
+                         f"give ({gibibytes(have)}); {fix}")

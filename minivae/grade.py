@@ -187,10 +187,10 @@ def grade(path, timeout=TIMEOUT, kernel_name="python3", reference=None):
     positions = {id(cell): i for i, cell in enumerate(nb.cells)}
     scores = []
     for cell, name, points in parts:
-        error = answers.get(positions[id(cell)]) or first_error(cell)
+        at = positions[id(cell)]
+        error = answers.get(at) or first_error(cell)
         if error and "KeyboardInterrupt" in error:
             error = f"stopped after the {timeout} s time limit"
-        at = positions[id(cell)]
         if watchdog.ended is not None and at >= watchdog.ended:
             error = (f"its cell ran past the {timeout} s time limit and ignored the interrupt, so the notebook's "
                      "kernel was ended" if at == watchdog.ended else

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from .backend import device_memory, elementwise, gibibytes, get_array_module, name_of, resolve, to_backend
+from .backend import check_memory, elementwise, get_array_module, name_of, resolve, to_backend
 from .layers import ACTIVATIONS, Dense, GaussianSample
 from .likelihoods import NAMES as LIKELIHOODS
 from .likelihoods import make as make_likelihood
@@ -488,10 +488,8 @@ class VAE:
         from ``p(x|y)``: ``y`` is one label for all, or ``n`` labels.
         """
         n = check_positive("n", n, integer=True)
-        need, have = n * self.input_dim * self.likelihood_.outputs * np.dtype(self.dtype).itemsize, device_memory(self.xp)
-        if have and need > have / 2:
-            raise ValueError(f"{n:,} samples need {gibibytes(need)}, more than this device can give "
-                             f"({gibibytes(have)}); draw them in smaller batches")
+        check_memory(n * self.input_dim * self.likelihood_.outputs * np.dtype(self.dtype).itemsize, self.xp,
+                     f"{n:,} samples", "draw them in smaller batches")
         onehot = self.one_hot(y, n)
         z = self.draw_normal((n, self.latent_dim), self.eval_rng_)
         out, logvar = self.decoder_forward(z, onehot)

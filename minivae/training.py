@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 from tqdm.auto import tqdm
 
-from .backend import device_memory, get_array_module, gibibytes, to_numpy
+from .backend import check_memory, get_array_module, to_numpy
 from . import fused
 from .blas import StepThreads
 from .evaluate import latent_diagnostics
@@ -217,7 +217,6 @@ def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validati
 
 
 MAX_EPOCHS = 10**6
-STEP_MEMORY_SHARE = 0.5  # a training step may ask for at most this share of the device's memory
 
 
 def check_step_memory(model, batch, n_samples):
@@ -228,12 +227,8 @@ def check_step_memory(model, batch, n_samples):
     compared with the machine's memory (the GPU's on CuPy).
     """
     widths = [model.input_dim * model.likelihood_.outputs, *model.hidden_dims, 2 * model.latent_dim]
-    need = 4 * n_samples * batch * max(widths) * np.dtype(model.dtype).itemsize
-    have = device_memory(model.xp)
-    if have and need > STEP_MEMORY_SHARE * have:
-        raise ValueError(f"a step with n_samples={n_samples:,} and {batch:,} examples a batch needs "
-                         f"{gibibytes(need)}, more than this {'GPU' if model.xp is not np else 'machine'} "
-                         f"can give ({gibibytes(have)}); lower n_samples or batch_size")
+    check_memory(4 * n_samples * batch * max(widths) * np.dtype(model.dtype).itemsize, model.xp,
+                 f"a step with n_samples={n_samples:,} and {batch:,} examples a batch", "lower n_samples or batch_size")
 
 
 def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, saved, noise, following,
