@@ -94,29 +94,27 @@ def across_seeds(train, measure, seeds):
 
 def compare(a, b):
     """``a - b`` across seeds, paired over the examples: ``b`` is :class:`SeedRuns` or a baseline's (N,) figures."""
-    if isinstance(b, SeedRuns):
-        if b.values.shape[1] != a.values.shape[1]:
-            raise ValueError("the two configurations were measured on different numbers of examples")
-        per_example = a.values.mean(axis=0) - b.values.mean(axis=0)
-        seed_var = a.values.mean(axis=1).var(ddof=1) / len(a.seeds) + b.values.mean(axis=1).var(ddof=1) / len(b.seeds)
-        seeds = a.seeds + b.seeds
-        per_seed = a.values.mean(axis=1) - b.values.mean()
-    else:
+    if not isinstance(b, SeedRuns):
         baseline = np.asarray(b, dtype=np.float64)
         if baseline.shape != a.values.shape[1:]:
             raise ValueError(f"the baseline needs one figure per example, {a.values.shape[1]}; got {baseline.shape}")
         return _estimate(a.values - baseline[None, :], a.seeds)
-    N = len(per_example)
-    se = math.sqrt(seed_var + (per_example.var(ddof=1) / N if N > 1 else 0.0))
-    return Estimate(float(per_example.mean()), se, per_seed, seeds)
+    if b.values.shape[1] != a.values.shape[1]:
+        raise ValueError("the two configurations were measured on different numbers of examples")
+    per_seed = a.values.mean(axis=1) - b.values.mean()  # a's seeds, each against b's mean
+    return _combine(a.values.mean(axis=0) - b.values.mean(axis=0), [a.values, b.values], per_seed, a.seeds + b.seeds)
 
 
 def _estimate(values, seeds):
-    S, N = values.shape
-    per_seed = values.mean(axis=1)
-    per_example = values.mean(axis=0)
-    se = math.sqrt(per_seed.var(ddof=1) / S + (per_example.var(ddof=1) / N if N > 1 else 0.0))
-    return Estimate(float(per_seed.mean()), se, per_seed, tuple(seeds))
+    return _combine(values.mean(axis=0), [values], values.mean(axis=1), tuple(seeds))
+
+
+def _combine(per_example, runs, per_seed, seeds):
+    """The mean of ``per_example`` with ``se^2`` = each run's seed-mean variance / S, + the examples' variance / N."""
+    N = len(per_example)
+    seed_var = sum(v.mean(axis=1).var(ddof=1) / len(v) for v in runs)
+    se = math.sqrt(seed_var + (per_example.var(ddof=1) / N if N > 1 else 0.0))
+    return Estimate(float(per_example.mean()), se, per_seed, seeds)
 
 
 def trained(config, x, seed, cache=None, **fit_options):
