@@ -5,8 +5,9 @@ keeps going past cells that fail; each cell must finish within the time
 limit (it is interrupted otherwise, and counts as failed). Every graded part
 (a cell with nbgrader metadata ``grade: true`` and ``points``) scores its
 points when it runs without an error, and 0 otherwise; the table shows each
-part's score and, for a failed one, the first line of its error, which for
-``minivae.exercises.check`` names the mistake. An error in one of your own
+part's score and, for a failed one, its error, which for
+``minivae.exercises.check`` names the mistake (for a whole model's backward
+pass, the wrong gradient nearest the loss, above a line for every gradient). An error in one of your own
 cells before a test (a SyntaxError, say) is reported as itself, with its line.
 
 Locked cells (the tests and the code given to you) are put back as the
@@ -33,6 +34,9 @@ from pathlib import Path
 
 TIMEOUT = 120  # seconds a cell may run
 MAX_TIMEOUT = 86400
+# The kernel's own log shows errors only: its warning that a local kernel talks over TCP without encryption
+# (true of every notebook a student runs on their machine) is about the setup, not the answers.
+QUIET_KERNEL = "--IPKernelApp.log_level=ERROR"
 GRACE = 5  # seconds a cell has, after the interrupt at its time limit, to stop before its kernel is ended
 
 
@@ -81,10 +85,10 @@ def graded_cells(nb):
 
 
 def first_error(cell):
-    """The first error a cell's outputs hold, as one line, or None."""
+    """The first error a cell's outputs hold (its message, which may have a table below its first line), or None."""
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
-            value = out.get("evalue", "").strip().split("\n")[0]
+            value = out.get("evalue", "").strip()
             return f"{out.get('ename', 'Error')}: {value}" if value else out.get("ename", "Error")
     return None
 
@@ -174,7 +178,8 @@ def grade(path, timeout=TIMEOUT, kernel_name="python3", reference=None):
                          "grade an exercise notebook from notebooks/exercises")
     timeout = check_timeout(timeout)
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
-                            interrupt_on_timeout=True, resources={"metadata": {"path": str(path.parent.resolve())}})
+                            interrupt_on_timeout=True, resources={"metadata": {"path": str(path.parent.resolve())}},
+                            extra_arguments=[QUIET_KERNEL])
     watchdog = Watchdog(client, timeout + GRACE)
     try:
         client.execute()
@@ -258,7 +263,9 @@ def table(scores):
     lines = [f"{'part':<{width}}  score", f"{'-' * width}  -------"]
     for s in scores:
         line = f"{s.name:<{width}}  {s.score:g} / {s.points:g}"
-        lines.append(line + (f"   {s.note}" if s.note else ""))
+        first, *below = s.note.split("\n")
+        lines.append(line + (f"   {first}" if first else ""))
+        lines += [" " * (width + 2) + "  " + more for more in below]  # a whole model's table of gradients
     total, most = sum(s.score for s in scores), sum(s.points for s in scores)
     lines += [f"{'-' * width}  -------", f"{'total':<{width}}  {total:g} / {most:g}"]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ solution notebooks' own functions.
 """
 
 import math
+import re
 import statistics
 
 import nbformat
@@ -18,7 +19,7 @@ from minivae import VAE, losses
 from minivae.exercises import PARTS, ExerciseFailed, PlantedBugModel, check, norm_error
 from minivae.exercises.assembly import reference
 from minivae.exercises.checking import check as check_part
-from minivae.exercises.checking import stream
+from minivae.exercises.checking import factor_message, stream
 from minivae.exercises.training import adam, reference_train, reference_update, tiny_problem
 from minivae.gradcheck import numerical_gradient
 from minivae.optim import SGD, Adam
@@ -287,6 +288,66 @@ def test_a_common_mistake_is_named(name, wrong, message):
     with pytest.raises(ExerciseFailed, match=None) as failed:
         check(name, wrong, draws=30, quiet=True)
     assert message in str(failed.value), str(failed.value)
+
+
+def words(text):
+    return set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*(?:\.[A-Za-z_0-9]+)*", text))
+
+
+def own_quantities(part):
+    return words(part.signature) | set(part.args) | set(part.outputs) | set(part.terms.split())
+
+
+# every quantity some part has; "mean" is plain English too, and "p" any probability
+QUANTITIES = set().union(*(own_quantities(p) for p in PARTS.values())) - {"mean", "p"}
+
+
+def explanations(part):
+    """Every explanation the part can give: its catalogue, and the 1/N messages where it has a batch."""
+    found = [m.message for m in part.mistakes]
+    if part.batch:
+        found += [factor_message(7.0, 7, part.batch_mean), factor_message(1 / 7, 7, part.batch_mean)]
+    return found
+
+
+@pytest.mark.parametrize("name", PARTS)
+def test_every_explanation_names_only_quantities_its_part_has(name):
+    part = PARTS[name]
+    for message in explanations(part):
+        foreign = (words(message) & QUANTITIES) - own_quantities(part)
+        assert not foreign, f"{name}'s explanation names {sorted(foreign)}, which it does not have: {message}"
+        assert ("batch mean" in message) <= part.batch_mean, f"{name} averages nothing: {message}"
+
+
+def test_an_extra_1_over_n_in_a_part_without_a_mean_is_not_blamed_on_a_mean():
+    def divided(dy, x, W):
+        return dy @ W.T, x.T @ dy / len(dy), dy.sum(axis=0)
+
+    with pytest.raises(ExerciseFailed) as failed:
+        check("dense_backward", divided, quiet=True)
+    assert "an extra 1/N" in str(failed.value) and "computes no mean" in str(failed.value), str(failed.value)
+
+
+def test_a_whole_model_backward_names_the_wrong_gradient_nearest_the_loss_and_lists_every_one():
+    def wrong_sign_in_decoder_bias(p, x, e):
+        grads = reference(p, x, e)[1]
+        grads["decoder.0.b"] = -grads["decoder.0.b"]  # only this one is wrong: nothing is computed from it
+        return grads
+
+    with pytest.raises(ExerciseFailed) as failed:
+        check("vae_backward", wrong_sign_in_decoder_bias, quiet=True)
+    first, *table = str(failed.value).split("\n")
+    assert first.startswith("vae_backward: decoder.0.b is wrong, the wrong gradient nearest the loss") and \
+        "the wrong sign" in first, first
+    rows = {line.split()[0]: line.split()[1] for line in table[1:]}
+    assert rows == {name: "wrong:" if name == "decoder.0.b" else "right:" for name in PARTS["vae_backward"].outputs}
+
+    with pytest.raises(ExerciseFailed) as failed:  # the KL's sign in dlogvar: the logvar head and everything below
+        check("vae_backward", lambda p, x, e: reference(p, x, e, kl_logvar_sign=-1)[1], quiet=True)
+    first, *table = str(failed.value).split("\n")
+    assert "encoder.logvar.W is wrong, the wrong gradient nearest the loss" in first, first
+    wrong = [line.split()[0] for line in table[1:] if line.split()[1] == "wrong:"]
+    assert wrong == ["encoder.logvar.W", "encoder.logvar.b", "encoder.0.W", "encoder.0.b"], table
 
 
 def test_a_training_loop_that_rebinds_the_parameters_is_told_so():

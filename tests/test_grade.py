@@ -49,6 +49,7 @@ def test_a_solution_gets_full_marks():
     done = run_grade(BACKWARD)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1].split() == ["total", "5", "/", "5"]
+    assert "WARNING" not in done.stderr, done.stderr  # the kernel's warning about TCP is not the student's concern
 
 
 @pytest.mark.slow  # runs notebooks in fresh kernels
@@ -165,6 +166,10 @@ def test_the_table_adds_up():
     scores = [grade.PartScore("a", 1, 1, ""), grade.PartScore("bb", 2, 0, "ExerciseFailed: wrong")]
     text = grade.table(scores)
     assert text.splitlines()[-1].split() == ["total", "1", "/", "3"] and "ExerciseFailed: wrong" in text
+    table = grade.table([grade.PartScore("whole", 1, 0, "ExerciseFailed: w2 is wrong\nEvery gradient:\n  w1  right")])
+    rows = table.splitlines()
+    assert rows[2].endswith("ExerciseFailed: w2 is wrong") and rows[3].strip() == "Every gradient:" \
+        and rows[3].startswith(" " * len("whole  ")) and rows[4].strip() == "w1  right", table
 
 
 # ---------------------------------------------------------------- the real nbgrader

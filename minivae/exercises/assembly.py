@@ -24,6 +24,10 @@ NAMES = ("encoder.0.W", "encoder.0.b", "encoder.mu.W", "encoder.mu.b", "encoder.
          "decoder.0.W", "decoder.0.b", "decoder.out.W", "decoder.out.b")
 
 
+FROM_LOSS = ("decoder.out.W", "decoder.out.b", "decoder.0.W", "decoder.0.b", "encoder.mu.W", "encoder.mu.b",
+             "encoder.logvar.W", "encoder.logvar.b", "encoder.0.W", "encoder.0.b")  # the order backprop computes them
+
+
 def shapes(d, h, k):
     return {"encoder.0.W": (d, h), "encoder.0.b": (h,), "encoder.mu.W": (h, k), "encoder.mu.b": (k,),
             "encoder.logvar.W": (h, k), "encoder.logvar.b": (k,), "decoder.0.W": (k, h), "decoder.0.b": (h,),
@@ -39,7 +43,8 @@ def vae_case(rng):
     return {"params": params, "x": x, "eps": rng.standard_normal((n, k))}
 
 
-def reference(params, x, eps, kl=True, both_heads=True, sigma=lambda logvar: np.exp(logvar / 2), mean=True):
+def reference(params, x, eps, kl=True, both_heads=True, sigma=lambda logvar: np.exp(logvar / 2), mean=True,
+              kl_logvar_sign=1):
     """``(loss, grads)`` of the model above, every derivative written out (switches: see the module docstring)."""
     p = params
     n = x.shape[0]
@@ -65,7 +70,7 @@ def reference(params, x, eps, kl=True, both_heads=True, sigma=lambda logvar: np.
     dlogvar = dz * eps * s / 2  # dz/dsigma = eps, dsigma/dlogvar = sigma / 2
     if kl:  # the KL depends on mu and logvar directly
         dmu = dmu + mu * scale
-        dlogvar = dlogvar + (np.exp(logvar) - 1) / 2 * scale
+        dlogvar = dlogvar + kl_logvar_sign * (np.exp(logvar) - 1) / 2 * scale
     grads["encoder.mu.W"], grads["encoder.mu.b"] = h.T @ dmu, dmu.sum(axis=0)
     grads["encoder.logvar.W"], grads["encoder.logvar.b"] = h.T @ dlogvar, dlogvar.sum(axis=0)
     dh = dmu @ p["encoder.mu.W"].T  # both heads read h: their gradients add
@@ -101,6 +106,7 @@ def heads_answer(c):
 
 HEADS = Part(
     name="heads_backward", signature="heads_backward(dmu, dlogvar, h, W_mu, W_logvar) -> (dh, dW_mu, dW_logvar)",
+    terms="N gradient",
     lesson=LESSON, args=("dmu", "dlogvar", "h", "W_mu", "W_logvar"), outputs=("dh", "dW_mu", "dW_logvar"),
     make_case=heads_case, answer=heads_answer, batch="h",
     mistakes=(
@@ -114,7 +120,8 @@ HEADS = Part(
 # ---------------------------------------------------------------- the loss, and every gradient
 LOSS = Part(
     name="vae_loss", signature="vae_loss(params, x, eps) -> loss", lesson=LESSON,
-    args=("params", "x", "eps"), outputs=("loss",), make_case=vae_case, answer=wrong_loss(), batch="x",
+    terms="z sigma KL N logvar mu",
+    args=("params", "x", "eps"), outputs=("loss",), make_case=vae_case, answer=wrong_loss(), batch="x", batch_mean=True,
     mistakes=(
         Mistake("exp(logvar) as the standard deviation", "z uses exp(logvar) as sigma; exp(logvar) is the variance "
                 "sigma^2, so sigma = exp(logvar / 2)", wrong_loss(sigma=np.exp)),
@@ -124,12 +131,16 @@ LOSS = Part(
 
 GRADS = Part(
     name="vae_backward", signature="vae_backward(params, x, eps) -> {name: gradient}", lesson=LESSON,
-    args=("params", "x", "eps"), outputs=NAMES, make_case=vae_case, answer=wrong(), batch="x",
+    terms="KL N mu logvar dmu dlogvar z h dh sigma loss",
+    args=("params", "x", "eps"), outputs=NAMES, make_case=vae_case, answer=wrong(), batch="x", batch_mean=True,
+    from_loss=FROM_LOSS,
     mistakes=(
         Mistake("KL's direct terms missing", "the KL's direct gradients are missing: dmu gets + mu / N and dlogvar "
                 "gets + (exp(logvar) - 1) / (2N) besides what flows back through z", wrong(kl=False)),
         Mistake("one head only", "h feeds both the mu and the logvar head, so dh adds both heads' contributions",
                 wrong(both_heads=False)),
+        Mistake("KL's dlogvar sign", "the KL's direct term in dlogvar has the wrong sign: d/dlogvar of "
+                "(exp(logvar) - logvar - 1) / 2 is + (exp(logvar) - 1) / 2, per example / N", wrong(kl_logvar_sign=-1)),
     ),
 )
 

@@ -39,6 +39,7 @@ def dense_with(dx=None, dW=None, db=None):
 
 DENSE = Part(
     name="dense_backward", signature="dense_backward(dy, x, W) -> (dx, dW, db)", lesson=LESSON,
+    terms="b N gradient",
     args=("dy", "x", "W"), outputs=("dx", "dW", "db"), make_case=dense_case, answer=dense_answer, batch="dy",
     mistakes=(
         Mistake("bias gradient averaged", "db is the mean of dy over the batch; b is added to every row, so its "
@@ -57,6 +58,7 @@ def tanh_case(rng):
 
 TANH = Part(
     name="tanh_backward", signature="tanh_backward(dy, y) -> dx", lesson=LESSON,
+    terms="x",
     args=("dy", "y"), outputs=("dx",), make_case=tanh_case, answer=lambda c: (c["dy"] * (1 - c["y"] ** 2),),
     mistakes=(
         Mistake("tanh' as 1 - y", "tanh'(x) was written as 1 - y; it is 1 - tanh(x)^2 = 1 - y**2",
@@ -82,6 +84,7 @@ def sample_answer(c):
 
 SAMPLE = Part(
     name="sample_backward", signature="sample_backward(dz, logvar, eps) -> (dmu, dlogvar)", lesson=LESSON,
+    terms="z mu sigma",
     args=("dz", "logvar", "eps"), outputs=("dmu", "dlogvar"), make_case=sample_case, answer=sample_answer,
     mistakes=(
         Mistake("variance for sigma", "it uses sigma^2 = exp(logvar) where sigma = exp(logvar / 2) belongs: "
@@ -103,6 +106,7 @@ def bce_case(rng):
 
 BCE = Part(
     name="bce_backward", signature="bce_backward(logits, x) -> dlogits", lesson=LESSON,
+    terms="gradient p",
     args=("logits", "x"), outputs=("dlogits",), make_case=bce_case,
     answer=lambda c: (sigmoid(c["logits"]) - c["x"],),
     mistakes=(
@@ -123,6 +127,7 @@ def kl_case(rng):
 
 KL = Part(
     name="kl_backward", signature="kl_backward(mu, logvar) -> (dmu, dlogvar)", lesson=LESSON,
+    terms="KL sigma",
     args=("mu", "logvar"), outputs=("dmu", "dlogvar"), make_case=kl_case,
     answer=lambda c: (c["mu"], (np.exp(c["logvar"]) - 1) / 2),
     mistakes=(

@@ -76,6 +76,9 @@ class Part:
     answer: object = None
     mistakes: tuple = ()
     batch: str = None  # the case key whose first axis is the batch, for the 1/N diagnosis
+    batch_mean: bool = False  # the part computes a loss that is a mean over that batch (not just a sum, or no loss)
+    from_loss: tuple = ()  # a whole model's gradients, nearest the loss first: a failure reports every one
+    terms: str = ""  # the quantities, besides args and outputs, that the part's explanations may name
     trial: object = None
     draws: int = 3
     lesson: str = ""  # the exercise notebook it belongs to
@@ -93,6 +96,8 @@ class Part:
             raise Wrong("it returned different answers for the same inputs: it draws fresh random numbers. "
                         "Use the inputs it is given (in backward, the eps of the forward pass), never new draws")
         right = self.answer(case)
+        if self.from_loss:
+            return self.report_all(case, got, right)
         worst = 0.0
         for i, name in enumerate(self.outputs):
             if close(got[i], right[i]):
@@ -100,6 +105,32 @@ class Part:
                 continue
             raise Wrong(f"{name} is wrong: " + diagnose(self, case, i, got[i], right[i]))
         return worst
+
+    def report_all(self, case, got, right):
+        """A whole model's gradients: every one right or wrong, and the wrong one nearest the loss named first.
+
+        Backprop computes the gradients from the loss backwards, so one mistake
+        makes its own gradient wrong and every gradient computed from it; the
+        wrong gradient nearest the loss is where to look first.
+        """
+        index = {name: i for i, name in enumerate(self.outputs)}
+        lines, first = [], None
+        for name in self.from_loss:
+            i = index[name]
+            if got[i].shape != right[i].shape:
+                verdict = f"wrong: shape {got[i].shape}, should be {right[i].shape}"
+            else:
+                ok = "right" if close(got[i], right[i]) else "wrong"
+                verdict = f"{ok}: relative error {norm_error(got[i], right[i]):.1e}"
+            if verdict.startswith("wrong") and first is None:
+                first = name
+            lines.append(f"  {name:<{max(map(len, self.outputs))}}  {verdict}")
+        if first is None:
+            return max(norm_error(g, r) for g, r in zip(got, right))
+        i = index[first]
+        raise Wrong(f"{first} is wrong, the wrong gradient nearest the loss (look there first; the ones after it in "
+                    f"backprop may be wrong only because of it): {diagnose(self, case, i, got[i], right[i])}\n"
+                    "Every gradient, from the loss back to the input:\n" + "\n".join(lines))
 
 
 def call(fn, part, case):
@@ -164,12 +195,12 @@ def diagnose(part, case, i, got, right):
         return f"its shape is {got.shape}; it should be {right.shape}"
     scale = float(np.vdot(got, right) / np.vdot(right, right)) if np.vdot(right, right) > 0 else 0.0
     if scale and close(got, scale * right):
-        return factor_message(scale, case[part.batch].shape[0] if part.batch else None)
+        return factor_message(scale, case[part.batch].shape[0] if part.batch else None, part.batch_mean)
     return f"its relative error is {norm_error(got, right):.2g} (right answers are within {TOLERANCE:g})"
 
 
-def factor_message(scale, n=None):
-    """Name a constant factor between an answer and the right one."""
+def factor_message(scale, n=None, batch_mean=False):
+    """Name a constant factor between an answer and the right one (``batch_mean``: the part averages n examples)."""
     def near(c):
         return abs(scale - c) <= 1e-6 * abs(c)
 
@@ -179,8 +210,14 @@ def factor_message(scale, n=None):
         return f"it is off by a factor of 2 (it is {scale:g} times the right answer): look for a 2 or a 1/2 in the derivative"
     if n and n > 1 and (near(n) or near(1 / n)):
         what = "a missing 1/N" if near(n) else "an extra 1/N"
-        return (f"it is {scale:g} times the right answer, {what} (N = {n} examples): "
-                "the loss is a batch mean, so each example's gradient carries 1/N exactly once")
+        if batch_mean:
+            why = "the loss is a batch mean, so each example's term carries 1/N exactly once"
+        elif near(n):
+            why = "this part divides by nothing: it adds the examples' contributions as they are"
+        else:
+            why = ("this part computes no mean: its upstream gradient already carries whatever 1/N an average "
+                   "put there, so add the examples' contributions without dividing again")
+        return f"it is {scale:g} times the right answer, {what} (N = {n} examples): {why}"
     if near(-2) or near(-0.5):
         return f"it has the wrong sign and is off by a factor of 2 ({scale:g} times the right answer)"
     return f"it is a constant {scale:.4g} times the right answer: a constant factor is wrong"
@@ -202,7 +239,8 @@ def check(part, fn, seed=0, draws=None, quiet=False):
         except NotImplementedError:
             raise ExerciseFailed(f"{part.name}: not written yet (it raises NotImplementedError)") from None
         except Wrong as wrong:
-            message = f"{part.name}: {wrong} (random case {k + 1} of {draws})"
+            first, newline, rest = str(wrong).partition("\n")  # the case number ends the first line, before any table
+            message = f"{part.name}: {first} (random case {k + 1} of {draws}){newline}{rest}"
             if not quiet:
                 print(message)
             raise ExerciseFailed(message) from None

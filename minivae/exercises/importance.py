@@ -48,6 +48,7 @@ def stale_sum(chunks):
 
 LOGSUMEXP = Part(
     name="streaming_logsumexp", signature="streaming_logsumexp(chunks) -> float", lesson=LESSON,
+    terms="m",
     args=("chunks",), outputs=("logsumexp",), make_case=chunks_case,
     answer=lambda c: (lse(np.concatenate(c["chunks"])),),
     extra={"nonfinite": "A log-sum-exp without the max shift overflows (or underflows to log 0): keep the running "
@@ -84,6 +85,7 @@ def log_q(c, var=lambda logvar: np.exp(logvar)):
 
 LOG_WEIGHTS = Part(
     name="log_weights", signature="log_weights(x, z, W, b, noise_var, mu, logvar) -> log_w (S,)", lesson=LESSON,
+    terms="N",
     args=("x", "z", "W", "b", "noise_var", "mu", "logvar"), outputs=("log_w",), make_case=linear_case,
     answer=lambda c: (log_joint(c) - log_q(c),),
     mistakes=(
@@ -135,6 +137,7 @@ def exact_answer(c, const=True, half_logdet=True):
 
 EXACT = Part(
     name="exact_log_likelihood", signature="exact_log_likelihood(x, W, b, noise_var) -> float", lesson=LESSON,
+    terms="sigma",
     args=("x", "W", "b", "noise_var"), outputs=("log_p",), make_case=linear_case, answer=exact_answer,
     mistakes=(
         Mistake("log-determinant not halved", "the normaliser is -(1/2) log det(C), like the -(1/2) log sigma^2 of "

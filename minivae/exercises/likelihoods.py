@@ -34,6 +34,7 @@ def bernoulli_case(rng):
 
 BERNOULLI = Part(
     name="bernoulli_log_prob", signature="bernoulli_log_prob(logits, x) -> log_p (N,)", lesson=LESSON,
+    terms="loss",
     args=("logits", "x"), outputs=("log_p",), make_case=bernoulli_case,
     answer=lambda c: ((c["x"] * c["logits"] - softplus(c["logits"])).sum(axis=1),),
     extra={"nonfinite": "log(sigmoid(l)) and log(1 - sigmoid(l)) round to log(0) once |l| is large; write "
@@ -67,6 +68,7 @@ def binomial_kernel(c):
 
 BINOMIAL = Part(
     name="binomial_log_prob", signature="binomial_log_prob(logits, k, n) -> log_p (N,)", lesson=LESSON,
+    terms="gradient",
     args=("logits", "k", "n"), outputs=("log_p",), make_case=binomial_case,
     answer=lambda c: (log_binom(c) + binomial_kernel(c),),
     mistakes=(
@@ -106,6 +108,7 @@ def gaussian_log_prob(c, const=LOG_2PI, scale=lambda lv: np.exp(lv), with_logvar
 
 GAUSSIAN = Part(
     name="gaussian_log_prob", signature="gaussian_log_prob(x, mean, logvar) -> log_p (N,)", lesson=LESSON,
+    terms="sigma",
     args=("x", "mean", "logvar"), outputs=("log_p",), make_case=gaussian_case,
     answer=lambda c: (gaussian_log_prob(c),),
     mistakes=(
@@ -127,6 +130,7 @@ def gaussian_grads(c):
 
 GAUSSIAN_GRAD = Part(
     name="gaussian_backward", signature="gaussian_backward(x, mean, logvar) -> (dmean, dlogvar)", lesson=LESSON,
+    terms="sigma",
     args=("x", "mean", "logvar"), outputs=("dmean", "dlogvar"), make_case=gaussian_case, answer=gaussian_grads,
     mistakes=(
         Mistake("dlogvar without the normaliser", "dlogvar lost the 1/2 from the normaliser logvar / 2: it is "

@@ -40,6 +40,7 @@ def z(c):
 # ---------------------------------------------------------------- the sample
 SAMPLE_Z = Part(
     name="sample_z", signature="sample_z(mu, logvar, eps) -> z", lesson=LESSON,
+    terms="sigma",
     args=("mu", "logvar", "eps"), outputs=("z",), make_case=gaussian_case, answer=lambda c: (z(c),),
     mistakes=(
         Mistake("exp(logvar) as the standard deviation",
@@ -61,6 +62,7 @@ def pathwise_answer(c):
 
 PATHWISE = Part(
     name="pathwise_gradient", signature="pathwise_gradient(df, mu, logvar, eps) -> (gmu, glogvar)", lesson=LESSON,
+    terms="z dz dlogvar sigma samples",
     args=("df", "mu", "logvar", "eps"), outputs=("gmu", "glogvar"), make_case=gaussian_case, answer=pathwise_answer,
     mistakes=(
         Mistake("variance for sigma", "dz/dlogvar = eps * sigma / 2 with sigma = exp(logvar / 2); it used exp(logvar)",
@@ -81,6 +83,7 @@ def score_answer(c):
 
 SCORE = Part(
     name="score_function_gradient", signature="score_function_gradient(f, mu, logvar, eps) -> (gmu, glogvar)",
+    terms="z dmu dlogvar sigma",
     lesson=LESSON, args=("f", "mu", "logvar", "eps"), outputs=("gmu", "glogvar"), make_case=gaussian_case,
     answer=score_answer,
     mistakes=(
@@ -104,6 +107,7 @@ def se_case(rng):
 
 SE = Part(
     name="standard_error", signature="standard_error(samples) -> se", lesson=LESSON,
+    terms="n",
     args=("samples",), outputs=("se",), make_case=se_case,
     answer=lambda c: (c["samples"].std(axis=0, ddof=1) / np.sqrt(len(c["samples"])),),
     mistakes=(

@@ -44,6 +44,7 @@ def adam_with(**switches):
 ADAM_ARGS = ("w", "dw", "m", "v", "t", "lr", "b1", "b2", "eps")
 ADAM = Part(
     name="adam_step", signature="adam_step(w, dw, m, v, t, lr, b1, b2, eps) -> (w, m, v)", lesson=LESSON,
+    terms="loss gradient",
     args=ADAM_ARGS, outputs=("w", "m", "v"), make_case=adam_case, answer=adam_with(),
     extra={"nonfinite": "With t counting from 1, 1 - b1**t is never 0; counting from 0 divides by zero"},
     mistakes=(
@@ -71,6 +72,7 @@ def sgd_answer(c):
 
 SGD = Part(
     name="sgd_momentum_step", signature="sgd_momentum_step(w, dw, v, lr, momentum) -> (w, v)", lesson=LESSON,
+    terms="update",
     args=("w", "dw", "v", "lr", "momentum"), outputs=("w", "v"), make_case=sgd_case, answer=sgd_answer,
     mistakes=(
         Mistake("old velocity", "w moves by the new velocity: update v first, then w <- w - lr v",
