@@ -181,7 +181,7 @@ def test_a_bernoulli_model_of_grey_levels_is_called_a_cross_entropy(tmp_path, ca
     out = tmp_path / "run"
     with pytest.warns(UserWarning, match="cross-entropy"):
         assert main(["train", "--epochs", "1", "--out", str(out), "--no-progress", "--hidden", "8",
-                     "--likelihood", "bernoulli", "--iw-samples", "0"]) == 0
+                     "--likelihood", "bernoulli", "--iw-samples", "0", "--binarize", "none"]) == 0
     text = capsys.readouterr().out
     assert "test log p(x)" not in text and "note: the Bernoulli likelihood is a distribution over binary" in text
 
@@ -304,3 +304,33 @@ def test_ctrl_c_outside_training_is_one_line_not_a_traceback(tmp_path, capsys, m
     monkeypatch.setattr(VAE, "load", interrupted)  # as if Ctrl-C came while compress was reading or coding
     assert main(["compress", "--checkpoint", str(tmp_path / "m.npz")]) == 128 + signal.SIGINT
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_a_bernoulli_model_of_grey_images_trains_on_binarised_draws(tmp_path, capsys, monkeypatch):
+    rng = np.random.default_rng(0)
+    grey = [rng.random((n, 16)).astype(np.float32) for n in (64, 32)]  # stands in for MNIST's grey levels
+    monkeypatch.setattr(cli, "load_data", lambda *args: (grey[0], np.zeros(64, int), grey[1], np.zeros(32, int)))
+    seen = {}
+    real_fit = VAE.fit
+
+    def fit(self, x, *args, **options):
+        seen.update(options)
+        return real_fit(self, x, *args, **options)
+
+    monkeypatch.setattr(VAE, "fit", fit)
+    assert main(["train", "--dataset", "mnist", "--epochs", "1", "--hidden", "8", "--out", str(tmp_path / "a"),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert seen["binarize"] == "dynamic" and "binarising: a Bernoulli is a pmf of binary pixels" in out
+    assert set(np.unique(seen["validation"])) <= {0.0, 1.0}  # the test figures are of a binary draw
+    assert "note:" not in out  # no caveat that the figures are not log-probabilities
+
+    with pytest.warns(UserWarning, match="cross-entropy, not the log of a probability"):
+        assert main(["train", "--dataset", "mnist", "--epochs", "1", "--hidden", "8", "--binarize", "none",
+                     "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert seen["binarize"] is None and "binarising" not in out and "note:" in out  # the grey levels, said so
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "a" / "model.npz"), "--dataset", "mnist",
+                 "--samples", "5", "--binarize"]) == 0
+    out = capsys.readouterr().out
+    assert "one fixed binarised draw" in out and "note:" not in out
