@@ -28,14 +28,16 @@ configuration, the training options, the data and the seed, and notebooks
 that need the same model share one.
 """
 
+import contextlib
 import hashlib
-import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .backend import to_numpy
 from .model import VAE
 
 
@@ -118,24 +120,72 @@ def _combine(per_example, runs, per_seed, seeds):
 
 
 def trained(config, x, seed, cache=None, **fit_options):
-    """``VAE(**config, seed=seed)`` fitted to ``x`` with ``fit_options``; kept in the folder ``cache`` if given.
+    """``VAE(**config, seed=seed)`` fitted to ``x`` with ``fit_options``; kept in the folder ``cache``.
 
-    The file is named by a hash of the configuration, the options, the data and
-    the seed, so a second call with the same four loads the model instead of
-    training it again (the same model it would have trained, on the same machine
-    and backend: a seed fixes a run); any
-    change to one of them trains afresh.
+    ``cache`` defaults to ``$MINIVAE_MODEL_CACHE`` when that is set (the test
+    suite sets it, so that notebooks which train the same model share one);
+    ``cache=False`` always trains. The file is named by a hash of the
+    configuration, the options (arrays by their bytes), the data and the seed,
+    so a second call with the same four loads the model instead of training it
+    again (the same model it would have trained, on the same machine and
+    backend: a seed fixes a run); any change to one of them trains afresh.
     """
     options = {"progress": False, **fit_options}
     if cache is None:
+        cache = os.environ.get("MINIVAE_MODEL_CACHE") or False
+    if cache is False:
         return VAE(**config, seed=seed).fit(x, **options)
-    key = json.dumps({"config": config, "fit": {k: v for k, v in options.items() if k != "progress"},
-                      "seed": seed, "data": hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest(),
-                      "shape": list(np.shape(x))}, sort_keys=True, default=str)
-    path = Path(cache) / f"vae-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
-    if path.exists():
-        return VAE.load(path)
-    model = VAE(**config, seed=seed).fit(x, **options)
-    if model.stopped_by_ is None:  # a run stopped early is not the configuration's model
-        model.save(path)
+    key = fingerprint({"config": config, "fit": {k: v for k, v in options.items() if k != "progress"},
+                       "seed": seed, "data": x})
+    path = Path(cache) / f"vae-{key[:24]}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _held(path.with_suffix(".lock")):  # a second process that wants this model waits for it, then loads it
+        if path.exists():
+            return VAE.load(path)
+        model = VAE(**config, seed=seed).fit(x, **options)
+        if model.stopped_by_ is None:  # a run stopped early is not the configuration's model
+            model.save(path)  # atomic: a reader never sees half a file
     return model
+
+
+@contextlib.contextmanager
+def _held(lock_path):
+    """An exclusive lock on ``lock_path`` between processes, where the system has ``fcntl`` (else no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: two processes may both train a model; the atomic save keeps the file whole
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def fingerprint(value):
+    """A SHA-256 hex digest of nested dicts, lists, tuples, arrays and plain values; arrays by dtype, shape and bytes."""
+    digest = hashlib.sha256()
+
+    def feed(v):
+        if isinstance(v, dict):
+            digest.update(b"{")
+            for k in sorted(v, key=str):
+                feed(str(k))
+                feed(v[k])
+            digest.update(b"}")
+        elif isinstance(v, (list, tuple)):
+            digest.update(b"[")
+            for item in v:
+                feed(item)
+            digest.update(b"]")
+        elif hasattr(v, "__array__") and not isinstance(v, (str, bytes)):
+            a = np.ascontiguousarray(to_numpy(v))
+            digest.update(f"array {a.dtype.str} {a.shape}".encode())
+            digest.update(a.tobytes())
+        else:
+            digest.update(f"{type(v).__name__} {v!r};".encode())
+
+    feed(value)
+    return digest.hexdigest()

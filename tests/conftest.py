@@ -8,6 +8,17 @@ import sys
 # kernels they start (which inherit this); tests of the thread choice set the variable themselves.
 os.environ.setdefault("MINIVAE_BLAS_THREADS", "1")
 
+# Notebooks that train the same model (minivae.seeds.trained, same configuration, options, data and seed) share
+# it through one folder for the whole run: the first to need it trains it, the others wait and load it. Made
+# here, before the parallel workers start, so that they and their kernels inherit it; removed at the end.
+if "MINIVAE_MODEL_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["MINIVAE_MODEL_CACHE"] = tempfile.mkdtemp(prefix="minivae-models-")
+    atexit.register(shutil.rmtree, os.environ["MINIVAE_MODEL_CACHE"], ignore_errors=True)
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

@@ -285,3 +285,32 @@ def test_a_gpu_step_launches_few_kernels(strict, rng):
     model.forward_backward(x, eps)
     # 44 today: 19 for the layers' products and bias sums, 6 fused chains, the rest the loss's sums and statistics
     assert strict.counts.launches <= 48 and strict.counts.transfers == 0
+
+
+def batch_data(likelihood, rng, n):
+    levels = rng.integers(0, 5, size=(n, 6)) / 4  # k / 4: whole levels of 4 trials, or 5 categories
+    return {"bernoulli": (levels > 0.5).astype(float), "binomial": levels, "beta_binomial": levels,
+            "categorical": levels, "continuous_bernoulli": rng.uniform(0.05, 0.95, (n, 6)),
+            "gaussian": rng.standard_normal((n, 6))}[likelihood]
+
+
+@pytest.mark.parametrize("likelihood", minivae.likelihoods.NAMES)
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+@pytest.mark.parametrize("n_classes", [None, 3])
+def test_a_batch_loss_is_the_average_of_its_examples_one_at_a_time(likelihood, objective, n_classes, rng):
+    # Pairs each example with its own label and its own noise: a batch that mixed up which label goes with
+    # which sample of z (the K samples of the IWAE are stacked sample-major) would differ from this average.
+    n, k = 5, 3
+    options = {"trials": 4} if "binomial" in likelihood else {"levels": 5} if likelihood == "categorical" else {}
+    model = tiny(likelihood=likelihood, n_classes=n_classes, **options)
+    x = batch_data(likelihood, rng, n)
+    y = rng.permutation(np.arange(n) % 3) if n_classes else None
+    eps = rng.standard_normal((k, n, 3) if objective == "iwae" else (n, 3))
+    fit = {"objective": objective, "n_samples": k} if objective == "iwae" else {"kl_weight": 0.7}
+    loss, grads = model.loss_and_grads(x, eps=eps, y=y, **fit)
+    ones = [model.loss_and_grads(x[i:i + 1], eps=eps[..., i:i + 1, :], y=None if y is None else y[i:i + 1], **fit)
+            for i in range(n)]
+    assert loss == pytest.approx(np.mean([one[0] for one in ones]), rel=1e-12, abs=1e-12)
+    for name, g in grads.items():
+        average = np.mean([to_numpy(one[1][name]) for one in ones], axis=0)
+        assert np.allclose(to_numpy(g), average, rtol=1e-10, atol=1e-12), name

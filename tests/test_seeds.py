@@ -74,7 +74,7 @@ def test_a_cached_model_is_the_one_training_gives(tmp_path, monkeypatch):
     x, _ = load_digits("train")
     config = dict(input_dim=64, hidden_dims=(8,), latent_dim=2, likelihood="binomial", trials=16)
     first = seeds.trained(config, x[:200], 3, cache=tmp_path, epochs=2, batch_size=50)
-    fresh = seeds.trained(config, x[:200], 3, epochs=2, batch_size=50)  # no cache: trained again
+    fresh = seeds.trained(config, x[:200], 3, cache=False, epochs=2, batch_size=50)  # trained again
     assert np.array_equal(first.flat_params, fresh.flat_params)  # a seed fixes a run, so the cache is faithful
 
     def no_training(*args, **kwargs):
@@ -82,8 +82,17 @@ def test_a_cached_model_is_the_one_training_gives(tmp_path, monkeypatch):
     monkeypatch.setattr(VAE, "fit", no_training)
     again = seeds.trained(config, x[:200], 3, cache=tmp_path, epochs=2, batch_size=50)
     assert np.array_equal(again.flat_params, first.flat_params) and len(again.history_) == 2
+    monkeypatch.setenv("MINIVAE_MODEL_CACHE", str(tmp_path))  # the suite's shared folder, found without cache=
+    assert np.array_equal(seeds.trained(config, x[:200], 3, epochs=2, batch_size=50).flat_params, first.flat_params)
+    other = x[200:300].copy()
+    other[-1, -1] += 1 / 16  # one pixel of the validation set, far past what an array's repr shows
+    monkeypatch.setattr(VAE, "fit", lambda self, x, **o: self)  # quick stand-in: keeps a file per key
+    seeds.trained(config, x[:200], 3, cache=tmp_path, epochs=2, batch_size=50, validation=x[200:300])
+    seeds.trained(config, x[:200], 3, cache=tmp_path, epochs=2, batch_size=50, validation=other)
+    assert len(list(tmp_path.glob("vae-*.npz"))) == 3
+    monkeypatch.setattr(VAE, "fit", no_training)
     for changed in (dict(seed=4), dict(epochs=3), dict(data=x[:199])):  # any change trains afresh
         with pytest.raises(AssertionError, match="should have been loaded"):
             seeds.trained(config, changed.get("data", x[:200]), changed.get("seed", 3), cache=tmp_path,
                           epochs=changed.get("epochs", 2), batch_size=50)
-    assert len(list(tmp_path.glob("vae-*.npz"))) == 1
+    assert len(list(tmp_path.glob("vae-*.npz"))) == 3
