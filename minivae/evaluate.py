@@ -22,7 +22,7 @@ from .losses import LOG_2PI, gaussian_log_density, kl_per_dimension
 from .validation import check_positive, check_samples
 
 
-def log_likelihood(model, x, n_samples=1000, max_rows=16384, y=None):
+def log_likelihood(model, x, n_samples=1000, max_rows=16384, y=None, ess=False):
     """Per-example importance-weighted estimate of ``log p(x)`` in nats, shape (N,).
 
     ``log (1/K) sum_k exp(log w_k)`` with ``log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)``,
@@ -30,6 +30,13 @@ def log_likelihood(model, x, n_samples=1000, max_rows=16384, y=None):
     bounded by ``max_rows`` decoded rows whatever ``K`` is. The samples come
     from the model's evaluation stream ``eval_rng_``. A conditional model
     estimates ``log p(x|y)`` and needs the labels ``y``.
+
+    With ``ess=True`` it returns ``(log_p, ess)``: also each example's
+    effective sample size ``(sum_k w_k)^2 / sum_k w_k^2``, from 1 (one weight
+    dominates: the estimate rests on one sample and its standard error is not to
+    be trusted) to K (all weights equal: q is the posterior). It is a
+    diagnostic, itself noisy, and a small one warns that q misses where the
+    posterior has mass; a large one does not prove that it misses nothing.
     """
     K = check_samples("n_samples", n_samples)
     check_positive("max_rows", max_rows, integer=True)
@@ -39,13 +46,14 @@ def log_likelihood(model, x, n_samples=1000, max_rows=16384, y=None):
     per_chunk = max(1, min(K, max_rows))
     rows = max(1, max_rows // per_chunk)  # examples per block
     with threads_for(model, min(N, rows) * per_chunk):
-        return _log_likelihood(model, x, K, per_chunk, rows, onehot)
+        log_p, size = _log_likelihood(model, x, K, per_chunk, rows, onehot)
+    return (log_p, size) if ess else log_p
 
 
 def _log_likelihood(model, x, K, per_chunk, rows, onehot):
     xp = model.xp
     N = x.shape[0]
-    out = []
+    out, sizes = [], []
     for i in range(0, N, rows):
         xb = x[i:i + rows]  # (B, D)
         yb = None if onehot is None else onehot[i:i + rows]
@@ -53,16 +61,20 @@ def _log_likelihood(model, x, K, per_chunk, rows, onehot):
         B = xb.shape[0]
         m = xp.full((B,), -xp.inf, dtype=model.dtype)  # running max of log w
         s = xp.zeros((B,), dtype=model.dtype)  # running sum of exp(log w - m)
+        s2 = xp.zeros((B,), dtype=model.dtype)  # running sum of exp(2 (log w - m)), for the effective sample size
         for start in range(0, K, per_chunk):
             c = min(per_chunk, K - start)
             eps = model.draw_normal((B, c, model.latent_dim), model.eval_rng_)
             z = mu[:, None, :] + xp.exp(0.5 * logvar)[:, None, :] * eps  # (B, c, L)
             log_w = _log_weights(model, xb, z, mu, logvar, yb)  # (B, c)
             m_new = xp.maximum(m, log_w.max(axis=1))
-            s = s * xp.exp(m - m_new) + xp.exp(log_w - m_new[:, None]).sum(axis=1)
+            shift, w = xp.exp(m - m_new), xp.exp(log_w - m_new[:, None])
+            s = s * shift + w.sum(axis=1)
+            s2 = s2 * shift * shift + (w * w).sum(axis=1)
             m = m_new
         out.append(m + xp.log(s) - math.log(K))  # log (1/K) sum_k w_k
-    return xp.concatenate(out)
+        sizes.append(s * s / s2)  # (sum w)^2 / sum w^2: the max shift cancels
+    return xp.concatenate(out), xp.concatenate(sizes)
 
 
 def monte_carlo_mean(estimate, x, replicates=10, batch_size=1000, y=None):

@@ -516,10 +516,13 @@ class VAE:
             rec = rec + self.nll(x, *self.decoder_forward(z, onehot))[0]
         return -(rec / n_samples) - kl
 
-    def log_likelihood(self, x, n_samples=1000, y=None):
-        """Importance-weighted estimate of ``log p(x)`` (``log p(x|y)``) per example (see :func:`minivae.evaluate.log_likelihood`)."""
+    def log_likelihood(self, x, n_samples=1000, y=None, ess=False):
+        """Importance-weighted estimate of ``log p(x)`` (``log p(x|y)``) per example (see :func:`minivae.evaluate.log_likelihood`).
+
+        ``ess=True`` returns ``(log_p, ess)``, with each example's effective sample size.
+        """
         from .evaluate import log_likelihood
-        return log_likelihood(self, x, n_samples, y=y)
+        return log_likelihood(self, x, n_samples, y=y, ess=ess)
 
     def fit(self, x, epochs=10, **options):
         """Train on ``x`` (N, D) with minibatch Adam or SGD; returns ``self``. See :func:`minivae.training.fit`."""

@@ -59,6 +59,33 @@ def test_the_importance_weighted_bound_rises_to_log_px():
     assert np.abs(means[5000] - exact).max() < 0.05
 
 
+def test_the_effective_sample_size_is_k_under_the_posterior_and_falls_as_q_widens():
+    model, x = linear_gaussian(2, orthogonal=True, n=40)
+    ev.set_optimal_encoder(model)  # q is the exact posterior: every weight is p(x)
+    log_p, ess = model.log_likelihood(x, n_samples=500, ess=True)
+    assert np.allclose(to_numpy(ess), 500, rtol=1e-9)
+    assert np.allclose(to_numpy(log_p), ev.exact_log_likelihood(model, x), atol=1e-9)
+
+    # q's variances 1.5 times the posterior's, in both dimensions: E_q[w^2] / E_q[w]^2 = (1.5 / sqrt(2))^2 per
+    # example, so ESS / K tends to 1 / 1.125 as K grows; chunks of 1000 samples test the streaming rescale
+    model.params["encoder.logvar.b"][...] += np.log(1.5)
+    K = 20000
+    _, ess = ev.log_likelihood(model, x, n_samples=K, max_rows=1000, ess=True)
+    ratio = to_numpy(ess) / K
+    se = ratio.std(ddof=1) / np.sqrt(len(ratio))
+    assert abs(ratio.mean() - 1 / 1.125) < 4 * se + 1e-3, (ratio.mean(), se)  # 1e-3: the ratio's O(1/K) bias
+    assert np.all((1 <= to_numpy(ess)) & (to_numpy(ess) <= K))
+
+    # one example, the same noise in one chunk or in many: the streaming sums rescale exactly
+    model.params["encoder.logvar.b"][...] += 2.0  # a wide q: the running maximum moves often
+    state = model.eval_rng_.bit_generator.state
+    whole = ev.log_likelihood(model, x[:1], n_samples=3000, max_rows=3000, ess=True)
+    model.eval_rng_.bit_generator.state = state
+    chunked = ev.log_likelihood(model, x[:1], n_samples=3000, max_rows=7, ess=True)
+    assert np.allclose(to_numpy(whole[0]), to_numpy(chunked[0]), rtol=1e-12)
+    assert np.allclose(to_numpy(whole[1]), to_numpy(chunked[1]), rtol=1e-9) and to_numpy(whole[1])[0] < 1000
+
+
 def test_streaming_log_sum_exp_matches_a_direct_computation():
     model, x = linear_gaussian(3, n=7)
     state = model.eval_rng_.bit_generator.state
