@@ -9,6 +9,8 @@ from minivae.exercises import PARTS
 
 EXERCISES = Path(__file__).resolve().parent.parent / "notebooks" / "exercises"
 SOLUTIONS = sorted((EXERCISES / "solutions").glob("*.ipynb"))
+# the solutions that test_grade's nbgrader run autogrades (executing every cell, hidden tests and all)
+AUTOGRADED = [EXERCISES / "solutions" / "01_backward_passes.ipynb", EXERCISES / "solutions" / "07_find_the_bug.ipynb"]
 
 
 def load_make_student():

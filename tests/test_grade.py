@@ -11,10 +11,10 @@ import pytest
 
 from minivae import grade
 
+from exercise_notebooks import AUTOGRADED as SOLVED
 from exercise_notebooks import EXERCISES, SOLUTIONS, load_make_student
 
 BACKWARD = EXERCISES / "solutions" / "01_backward_passes.ipynb"
-SOLVED = [BACKWARD, EXERCISES / "solutions" / "07_find_the_bug.ipynb"]
 WRONG_TANH = ("    return dy - dy * y * y   # d tanh(x)/dx = 1 - tanh(x)^2 = 1 - y^2", "    return dy * (1 - y)")
 
 

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from exercise_notebooks import EXERCISES, SOLUTIONS, load_make_student
+from exercise_notebooks import AUTOGRADED, EXERCISES, SOLUTIONS, load_make_student
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 RUN = sorted(NOTEBOOKS.glob("*.ipynb")) + SOLUTIONS
@@ -26,8 +26,19 @@ def test_the_notebooks_are_all_here():
             "08_posterior_collapse.ipynb", "09_gpu.ipynb", "10_iwae.ipynb", "11_compression.ipynb", "12_conditional.ipynb", "01_backward_passes.ipynb", "07_find_the_bug.ipynb"} <= names
 
 
+def autograded_elsewhere(path):
+    """The solutions that test_grade's nbgrader run executes in full (hidden tests and all) and scores at full marks."""
+    try:
+        import nbgrader  # noqa: F401
+    except ImportError:
+        return False
+    return path in AUTOGRADED
+
+
 @pytest.mark.parametrize("path", RUN, ids=lambda p: p.name)
 def test_notebook_runs(path):
+    if autograded_elsewhere(path):
+        pytest.skip("run in full by nbgrader's autograde in test_grade.py, which requires full marks")
     nb = nbformat.read(path, as_version=4)
     assert any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), "committed without outputs"
     execute(nb, path.parent)  # raises CellExecutionError if any cell fails or any check asserts
