@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-from . import backend, baselines, datasets, evaluate, gradcheck, latent, layers, likelihoods, losses, optim, plotting, seeds
+from . import (aggregate, backend, baselines, datasets, evaluate, gradcheck, latent, layers, likelihoods, losses, optim,
+               plotting, seeds)
 from .backend import get_array_module, resolve, to_numpy
 from .datasets import load_digits, load_mnist
 from .gradcheck import check_gradients, numerical_gradient, rel_error
@@ -10,7 +11,8 @@ from .model import VAE
 from .training import DivergedError
 
 __all__ = [
-    "VAE", "DivergedError", "backend", "baselines", "check_gradients", "datasets", "evaluate", "get_array_module", "gradcheck",
+    "VAE", "DivergedError", "aggregate", "backend", "baselines", "check_gradients", "datasets", "evaluate",
+    "get_array_module", "gradcheck",
     "latent", "layers", "likelihoods", "load_digits", "load_mnist", "losses", "numerical_gradient", "optim", "plotting",
     "rel_error", "resolve", "seeds", "to_numpy",
 ]

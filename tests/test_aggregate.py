@@ -1,0 +1,56 @@
+"""The rate split into I_q(x; z) and KL(q(z) || p(z)): its limits, and a direct computation."""
+
+import math
+
+import numpy as np
+import pytest
+
+from minivae import VAE, to_numpy
+from minivae.aggregate import rate_split
+from minivae.losses import LOG_2PI
+
+
+def model_and_data(seed=0, n=40):
+    rng = np.random.default_rng(seed)
+    model = VAE(6, hidden_dims=(5,), latent_dim=3, likelihood="gaussian", dtype="float64", seed=seed)
+    return model, rng.standard_normal((n, 6))
+
+
+def test_an_encoder_that_ignores_x_carries_no_information():
+    model, x = model_and_data()
+    model.params["encoder.0.W"][...] = 0  # every x gets the same posterior: q(z) is that posterior
+    split = rate_split(model, x)
+    assert abs(split.information) < 1e-10 and split.mismatch == pytest.approx(split.rate, abs=1e-10)
+    assert split.rate > 0.01  # and the rate is not zero: all of it is mismatch
+
+
+def test_far_apart_posteriors_carry_log_n():
+    model, x = model_and_data(n=30)
+    model.params["encoder.mu.W"][...] *= 1e4  # each x's posterior far from every other's
+    model.params["encoder.logvar.b"][...] = -20
+    split = rate_split(model, x)
+    assert split.information == pytest.approx(math.log(30), abs=1e-6) and split.log_n == math.log(30)
+    assert split.mismatch > 0  # codes spread far wider than the prior
+
+
+def test_the_split_equals_a_direct_computation_of_the_mixture():
+    model, x = model_and_data(1, n=7)
+    state = model.eval_rng_.bit_generator.state
+    split = rate_split(model, x, n_samples=3, batch_size=2)  # several blocks of codes
+    model.eval_rng_.bit_generator.state = state  # the same codes again, scored one component at a time
+    mu, logvar = (to_numpy(a) for a in model.encode(x))
+    info = []
+    for _ in range(3):
+        z = mu + np.exp(logvar / 2) * model.host_normal(mu.shape, model.eval_rng_)
+        for i in range(len(x)):
+            log_q = [-0.5 * (((z[i] - mu[n]) ** 2 / np.exp(logvar[n])).sum() + logvar[n].sum() + 3 * LOG_2PI)
+                     for n in range(len(x))]
+            info.append(log_q[i] - (np.logaddexp.reduce(log_q) - math.log(len(x))))
+    rate = 0.5 * (mu**2 + np.exp(logvar) - logvar - 1).sum(axis=1).mean()
+    assert split.information == pytest.approx(np.mean(info), rel=1e-10)
+    assert split.rate == pytest.approx(rate, rel=1e-12) and split.mismatch == pytest.approx(rate - np.mean(info))
+
+
+def test_a_conditional_model_is_refused():
+    with pytest.raises(ValueError, match="unconditional"):
+        rate_split(VAE(4, hidden_dims=(3,), n_classes=2), np.zeros((3, 4)))
