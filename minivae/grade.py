@@ -153,6 +153,17 @@ def _answer_errors(nb):
     return errors
 
 
+def skip_iri_grammars():
+    """Keep ``nbformat``'s import from compiling grammars that grading never uses (a second or more).
+
+    nbformat validates notebooks with jsonschema, whose format checkers import
+    ``rfc3987_syntax`` when it is installed; that package compiles its IRI
+    grammars at import. No notebook field has an IRI format, so the grader (a
+    process of its own) marks the package absent before importing nbformat.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)
+
+
 def grade(path, timeout=TIMEOUT, kernel_name="python3", reference=None):
     """Run the notebook at ``path`` in a fresh kernel and score its graded parts.
 
@@ -161,6 +172,7 @@ def grade(path, timeout=TIMEOUT, kernel_name="python3", reference=None):
     (``reference``, by default ``../solutions/<name>``) before running; None
     when there is no instructor's copy to compare with.
     """
+    skip_iri_grammars()
     try:
         import nbformat
         from nbclient import NotebookClient
