@@ -11,7 +11,8 @@ from minivae import VAE, checkpoint, load_digits, to_numpy
 
 def trained(backend="numpy", **kwargs):
     model = VAE(8, hidden_dims=(6,), latent_dim=2, backend=backend, seed=2, **kwargs)
-    model.fit(np.random.default_rng(0).random((40, 8)), epochs=2, batch_size=10, progress=False)
+    binary = (np.random.default_rng(0).random((40, 8)) < 0.5).astype(np.float64)  # the default Bernoulli's data
+    model.fit(binary, epochs=2, batch_size=10, progress=False)
     return model
 
 

@@ -132,7 +132,7 @@ def test_active_units_find_a_collapsed_dimension():
 
 
 def test_history_keeps_the_diagnostics():
-    model = VAE(64, hidden_dims=(16,), latent_dim=3)
+    model = VAE(64, hidden_dims=(16,), latent_dim=3, likelihood="binomial", trials=16)
     model.fit(load_digits()[0][:200], epochs=2, progress=False)
     row = model.history_[-1]
     assert 0 <= row["active_units"] <= 3 and len(row["kl_per_dim"]) == 3

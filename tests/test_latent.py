@@ -34,7 +34,7 @@ def test_latent_arithmetic_adds_and_subtracts_group_means():
 def test_denoising_pulls_noisy_digits_back_toward_the_clean_ones():
     x, _ = load_digits("train")
     model = VAE(64, hidden_dims=(128,), latent_dim=8, seed=0)
-    model.fit(x, epochs=40, progress=False)
+    model.fit(x, epochs=40, progress=False, binarize="dynamic")  # a Bernoulli model of binary draws of the digits
     clean = load_digits("test")[0][:100]
     rng = np.random.default_rng(0)
     flip = rng.random(clean.shape) < 0.35

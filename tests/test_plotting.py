@@ -13,7 +13,7 @@ from minivae.datasets import load_digits
 
 @pytest.fixture(scope="module")
 def model():
-    m = VAE(64, hidden_dims=(32,), latent_dim=2, seed=0)
+    m = VAE(64, hidden_dims=(32,), latent_dim=2, seed=0, likelihood="binomial", trials=16)
     m.fit(load_digits()[0][:200], epochs=3, progress=False, validation=load_digits("test")[0][:50])
     return m
 

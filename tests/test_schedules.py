@@ -47,13 +47,13 @@ def test_free_bits_loss_value(rng):
 
 
 def test_warmup_ramps_the_kl_weight_linearly():
-    model = VAE(64, hidden_dims=(16,), latent_dim=2, beta=2.0)
+    model = VAE(64, hidden_dims=(16,), latent_dim=2, beta=2.0, likelihood="binomial", trials=16)
     model.fit(load_digits()[0][:100], epochs=6, warmup_epochs=4, progress=False)
     assert [row["kl_weight"] for row in model.history_] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
 
 
 def test_warmup_continues_across_calls():
-    model = VAE(64, hidden_dims=(16,), latent_dim=2)
+    model = VAE(64, hidden_dims=(16,), latent_dim=2, likelihood="binomial", trials=16)
     x = load_digits()[0][:100]
     model.fit(x, epochs=2, warmup_epochs=4, progress=False)
     model.fit(x, epochs=3, warmup_epochs=4, progress=False)
