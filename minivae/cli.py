@@ -312,10 +312,18 @@ def report_likelihood(model, x, iw_samples, y=None, x_train=None):
     line("test ELBO:", *monte_carlo_mean(model.elbo, x, replicates=10, y=labels))
     if iw_samples:
         given = "log p(x)" if labels is None else "log p(x|y)"
-        runs = monte_carlo_replicates(lambda xb, **yb: model.log_likelihood(xb, n_samples=iw_samples, **yb), x,
-                                      replicates=2, y=labels)  # (2, N)
+        sizes = []
+
+        def estimate(xb, **yb):
+            log_p, ess = model.log_likelihood(xb, n_samples=iw_samples, ess=True, **yb)
+            sizes.append(to_numpy(ess))
+            return log_p
+
+        runs = monte_carlo_replicates(estimate, x, replicates=2, y=labels)  # (2, N)
         line(f"test {given}, K={iw_samples}:", *replicate_mean(runs))
-        print("  (an importance-weighted estimate: its expectation is a lower bound on log p(x) that rises with K)")
+        print("  (an importance-weighted estimate: its expectation is a lower bound on log p(x) that rises with K;")
+        print(f"   median effective sample size {np.median(np.concatenate(sizes)):.1f} of {iw_samples}: near 1, "
+              "the estimate rests on a few samples and its standard error understates its error)")
         if x_train is not None and model.likelihood_.levels is not None and labels is None:
             compare_with_baselines(model, runs, x, x_train)
     caveat = model.likelihood_.caveat(model.xp.asarray(x))

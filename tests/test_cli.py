@@ -33,6 +33,8 @@ def test_train_writes_every_file(tmp_path, capsys):
     text = capsys.readouterr().out
     assert re.search(r"test ELBO: +-\d+\.\d+ ± \d\.\d+ nats per example +\(\d\.\d+ ± \d\.\d+ bits per dimension\)", text)
     assert re.search(r"test log p\(x\), K=20: +-\d+\.\d+ ± \d\.\d+ nats", text) and "note:" not in text
+    ess = float(re.search(r"median effective sample size (\d+\.\d) of 20", text).group(1))
+    assert 1 <= ess <= 20
     assert cli.DATASET_DEFAULTS["digits"]["iw_samples"] == 20  # the fixture's; the main job's own is 1000
     for baseline in (r"per-pixel histograms \(no latent\) +154\.91", r"gzip -9 +203\.81",  # the test digits' own figures
                      r"the model (beats|does not beat|is level with) the histograms by [-+]\d+\.\d+ ± \d+\.\d+ bits"):
