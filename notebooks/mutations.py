@@ -9,6 +9,7 @@ minute and a half per bug), so it is a script, not a test:
 
     python notebooks/mutations.py                 # every bug, every notebook
     python notebooks/mutations.py --bugs 1 5 7    # some of them
+    python notebooks/mutations.py --tests         # every bug against the quick test subset instead
 
 Each bug is a one-line replacement in a copy of the package, put first on
 the kernels' PYTHONPATH; the working tree is never touched. A replacement
@@ -18,6 +19,7 @@ that no longer matches the source is reported as an error, not skipped.
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +70,27 @@ BUGS = [
      "cov = W.T @ W + std**2 * np.eye(D)", "cov = W.T @ W + std * np.eye(D)"),
     ("the Gaussian log-likelihood without its log std term", "losses.py",
      "D * (math.log(std) + 0.5 * LOG_2PI)", "D * (0.5 * LOG_2PI)"),
+    ("the learned-variance Gaussian's dlogvar without its 1/2", "losses.py",
+     "dlogvar = 0.5 * (1 - sq)  # d/dlogvar", "dlogvar = (1 - sq)  # d/dlogvar"),
+    ("the learned-variance Gaussian's floor passing gradient below it", "likelihoods.py",
+     "dlogvar *= logvar > self.MIN_LOGVAR", "dlogvar *= logvar > -1e300"),
+    ("the continuous Bernoulli's series with a wrong cubic coefficient", "losses.py",
+     "logits / 6 - 7 * logits * l2 / 360", "logits / 6 - 5 * logits * l2 / 360"),
+    ("the effective sample size's running sum of squares rescaled once, not twice", "evaluate.py",
+     "s2 = s2 * shift * shift + (w * w).sum(axis=1)", "s2 = s2 * shift + (w * w).sum(axis=1)"),
+    ("a replicate mean's standard error without the 1/R of its variance", "evaluate.py",
+     "math.sqrt(runs.var(axis=0, ddof=1).sum() / R) / N", "math.sqrt(runs.var(axis=0, ddof=1).sum()) / N"),
+    ("active units counted at or above the threshold over the wrong axis", "evaluate.py",
+     "variances = np.concatenate(means).astype(np.float64).var(axis=0)",
+     "variances = np.concatenate(means).astype(np.float64).var(axis=1)[:model.latent_dim]"),
+    ("the IWAE's labels repeated example by example while its samples are stacked sample by sample", "model.py",
+     "labels = None if onehot is None else xp.concatenate([onehot] * K)",
+     "labels = None if onehot is None else xp.repeat(onehot, K, axis=0)"),
+    ("the aggregate posterior's mixture without its -log N", "aggregate.py",
+     "np.log(np.exp(log_q - top).sum(axis=1)) - math.log(N)", "np.log(np.exp(log_q - top).sum(axis=1))"),
+    ("the seed-to-seed part of a standard error not divided by the number of seeds", "seeds.py",
+     "seed_var = sum(v.mean(axis=1).var(ddof=1) / len(v) for v in runs)",
+     "seed_var = sum(v.mean(axis=1).var(ddof=1) for v in runs)"),
 ]
 
 
@@ -97,11 +120,28 @@ def catches(notebook):
     return False
 
 
+def tests_catch():
+    """True if the quick test subset fails (with the planted package first on the path), stopping at the first.
+
+    Runs the ``pytest`` beside this Python rather than ``python -m pytest``, which would put the working
+    tree's own ``minivae`` ahead of the planted copy.
+    """
+    pytest = Path(sys.executable).parent / "pytest"
+    done = subprocess.run([str(pytest), "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider"], cwd=HERE.parent,
+                          capture_output=True, text=True)
+    return done.returncode != 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bugs", type=int, nargs="*", help="numbers of the bugs to plant (default: all)")
     parser.add_argument("--seed", default="0", help="MINIVAE_NOTEBOOK_SEED for the notebooks (default 0)")
+    parser.add_argument("--tests", action="store_true",
+                        help="run the quick test subset (pytest -m 'not slow') against each bug, "
+                             "instead of the notebooks")
     args = parser.parse_args()
+    if args.tests:
+        return main_tests(args.bugs or range(1, len(BUGS) + 1))
     chosen = args.bugs or range(1, len(BUGS) + 1)
     os.environ["MINIVAE_NOTEBOOK_SEED"] = args.seed
     names = [nb.name.split("_")[0] for nb in NOTEBOOKS]
@@ -120,6 +160,26 @@ def main():
         if not caught:
             missed.append(number)
     print(f"{len(chosen) - len(missed)} of {len(chosen)} bugs caught" + (f"; missed: {missed}" if missed else ""))
+    return 1 if missed else 0
+
+
+def main_tests(chosen):
+    """Each bug against the quick test subset: every bug must make some test fail."""
+    path = os.environ.get("PYTHONPATH", "")
+    missed = []
+    for number in chosen:
+        bug = BUGS[number - 1]
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as folder:
+            plant(bug, Path(folder))
+            os.environ["PYTHONPATH"] = os.pathsep.join([folder, path]).rstrip(os.pathsep)
+            caught = tests_catch()
+        print(f"{number:<4} {'caught' if caught else 'MISSED':<8} {bug[0]}  ({time.perf_counter() - start:.0f} s)",
+              flush=True)
+        if not caught:
+            missed.append(number)
+    print(f"{len(chosen) - len(missed)} of {len(chosen)} bugs caught by the tests"
+          + (f"; missed: {missed}" if missed else ""))
     return 1 if missed else 0
 
 

@@ -1,5 +1,6 @@
 """Each likelihood is a probability (density) of its data, with a gradient proved by finite differences."""
 
+import decimal
 import math
 import warnings
 
@@ -10,7 +11,7 @@ from minivae import VAE, to_numpy
 from minivae.gradcheck import check_gradients, numerical_gradient
 from minivae.likelihoods import (BetaBinomial, Bernoulli, Binomial, Categorical, ContinuousBernoulli, Gaussian,
                                  LearnedGaussian)
-from minivae.losses import LOG_CONCENTRATION_MAX
+from minivae.losses import LOG_CONCENTRATION_MAX, continuous_bernoulli_log_norm
 
 from gradients import checked_gradients
 
@@ -103,6 +104,25 @@ def test_the_mean_is_the_average_of_draws(name):
     draws = lik.sample(out, logvar, rng)
     se = draws.std(axis=0) / math.sqrt(len(draws))
     assert np.all(np.abs(draws.mean(axis=0) - lik.mean(out, logvar)[0]) <= 4 * se + 1e-12)
+
+
+@pytest.mark.parametrize("logit", [-3.0, -0.011, -0.0099, -0.009, -0.004, -1e-4, 1e-7, 0.003, 0.0099, 0.0101, 2.0])
+def test_the_continuous_bernoulli_normaliser_matches_fifty_digit_arithmetic(logit):
+    """Both branches, the series near 0 and the closed form beyond it, against log C = log(l / tanh(l/2)) in decimals.
+
+    A finite-difference check sees the series' derivative only through the whole likelihood's gradient, where a
+    wrong l^3 coefficient changes the result by less than its rounding; fifty digits see it.
+    """
+    with decimal.localcontext() as ctx:
+        ctx.prec = 50
+        l = decimal.Decimal(logit)
+        e, half = l.exp(), (l / 2).exp()
+        tanh_half = (half - 1 / half) / (half + 1 / half)
+        log_c = (l / tanh_half).ln()
+        dlog_c = 1 / l - 2 / (e - 1 / e)  # 1/l - 1/sinh(l)
+    got, dgot = continuous_bernoulli_log_norm(np.array([logit]))
+    assert float(got[0]) == pytest.approx(float(log_c), rel=0, abs=1e-13)
+    assert float(dgot[0]) == pytest.approx(float(dlog_c), rel=0, abs=1e-12)
 
 
 def test_continuous_bernoulli_is_finite_for_extreme_logits():
