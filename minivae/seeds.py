@@ -43,14 +43,23 @@ from .model import VAE
 
 @dataclass
 class Estimate:
-    """A figure across seeds: ``mean ± se`` from ``seeds`` trained models (``per_seed``: each one's mean)."""
+    """A figure across seeds: ``mean ± se`` from ``seeds`` trained models (``per_seed``: each one's mean).
+
+    A difference between two configurations (:func:`compare`) lists both
+    configurations' seeds, and ``groups`` holds how many each had.
+    """
 
     mean: float
     se: float
     per_seed: np.ndarray
     seeds: tuple
+    groups: tuple = ()
 
     def __str__(self):
+        if len(set(self.groups)) == 1 and len(self.groups) > 1:
+            return f"{self.mean:.2f} ± {self.se:.2f} ({self.groups[0]} seeds each)"
+        if self.groups:
+            return f"{self.mean:.2f} ± {self.se:.2f} ({' and '.join(map(str, self.groups))} seeds)"
         return f"{self.mean:.2f} ± {self.se:.2f} ({len(self.seeds)} seeds)"
 
     def exceeds(self, value=0.0, sigmas=4.0):
@@ -104,7 +113,10 @@ def compare(a, b):
     if b.values.shape[1] != a.values.shape[1]:
         raise ValueError("the two configurations were measured on different numbers of examples")
     per_seed = a.values.mean(axis=1) - b.values.mean()  # a's seeds, each against b's mean
-    return _combine(a.values.mean(axis=0) - b.values.mean(axis=0), [a.values, b.values], per_seed, a.seeds + b.seeds)
+    estimate = _combine(a.values.mean(axis=0) - b.values.mean(axis=0), [a.values, b.values], per_seed,
+                        a.seeds + b.seeds)
+    estimate.groups = (len(a.seeds), len(b.seeds))
+    return estimate
 
 
 def _estimate(values, seeds):

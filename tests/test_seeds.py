@@ -46,6 +46,8 @@ def test_a_paired_comparison_finds_a_planted_gain_and_no_gain_where_there_is_non
     a = seeds.SeedRuns(baseline + 1 + rng.normal(0, 0.1, (3, 200)), (0, 1, 2), [])
     b = seeds.SeedRuns(baseline + rng.normal(0, 0.1, (3, 200)), (3, 4, 5), [])
     assert seeds.compare(a, b).exceeds(0.0) and not seeds.compare(b, a).exceeds(0.0)
+    assert "(3 seeds each)" in str(seeds.compare(a, b)) and "(3 seeds)" in str(seeds.compare(a, baseline))
+    assert "(3 and 2 seeds)" in str(seeds.compare(a, seeds.SeedRuns(b.values[:2], (3, 4), [])))
 
 
 def test_seeds_give_different_models_and_the_figures_line_up():
