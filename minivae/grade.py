@@ -9,6 +9,8 @@ part's score and, for a failed one, its error, which for
 ``minivae.exercises.check`` names the mistake (for a whole model's backward
 pass, the wrong gradient nearest the loss, above a line for every gradient). An error in one of your own
 cells before a test (a SyntaxError, say) is reported as itself, with its line.
+Written answers (Markdown cells that nbgrader grades by hand) are listed
+below the table with their points, and not scored.
 
 Locked cells (the tests and the code given to you) are put back as the
 instructor's copy has them before the notebook runs, so editing them changes
@@ -82,6 +84,12 @@ def graded_cells(nb):
                                  f"got {points!r}")
             cells.append((cell, name[len("test_"):] if name.startswith("test_") else name, float(points)))
     return cells
+
+
+def written_answers(nb):
+    """The written answers nbgrader leaves to a person: ``(grade_id, points)`` of each graded Markdown answer."""
+    return [(_meta(c).get("grade_id", "?"), _meta(c).get("points", 0)) for c in nb.cells
+            if c.cell_type == "markdown" and _meta(c).get("grade") and _meta(c).get("solution")]
 
 
 def first_error(cell):
@@ -269,6 +277,11 @@ def _read(nbformat, path):
     return nb
 
 
+def nbformat_module():
+    import nbformat  # grade() has imported it by now: grading needs it
+    return nbformat
+
+
 def table(scores):
     """The per-part score table and the total, as text."""
     width = max(len("part"), *(len(s.name) for s in scores))
@@ -301,6 +314,10 @@ def main(argv=None):
     elif restored:
         print(f"put back {len(restored)} locked cell(s) as the instructor's copy has them: {', '.join(restored)}")
     print(table(scores))
+    written = written_answers(_read(nbformat_module(), args.notebook))
+    if written:
+        print(f"not scored here: {len(written)} written answer(s), {sum(p for _, p in written):g} point(s), graded "
+              f"by hand: {', '.join(name for name, _ in written)}")
     return 0 if all(s.score == s.points for s in scores) else 1
 
 

@@ -71,6 +71,16 @@ def fd_targets(name, c):
     if name == "vae_backward":
         L = lambda: reference(c["params"], c["x"], c["eps"])[0]
         return [(i, L, c["params"][p]) for i, p in enumerate(PARTS[name].outputs)]
+    if name == "iwae_bound":  # d L_K / d log w_k; a constant shift of the rows keeps the rounding of f small
+        shift = c["log_w"].max(axis=1, keepdims=True).copy()
+        return [(1, lambda: np.logaddexp.reduce(c["log_w"] - shift, axis=1).sum(), c["log_w"])]
+    if name == "free_bits_kl":  # no entry of the case sits on the floor, where the term has a kink
+        L = lambda: c["beta"] * np.maximum(c["kl"].mean(axis=0), c["free_bits"]).sum()
+        return [(1, L, c["kl"])]
+    if name == "conditional_layer":
+        classes = c["W"].shape[0] - c["z"].shape[1]
+        L = lambda: ((np.hstack([c["z"], np.eye(classes)[c["y"]]]) @ c["W"] + c["b"]) * c["da"]).sum()
+        return [(1, L, c["z"])]
     return []
 
 
@@ -80,7 +90,8 @@ GRADIENT_PARTS = [name for name in ARRAY_PARTS if fd_targets(name, case_of(name)
 def test_every_gradient_part_is_proved_by_finite_differences():
     assert set(GRADIENT_PARTS) == {"dense_backward", "tanh_backward", "sample_backward", "bce_backward",
                                    "kl_backward", "pathwise_gradient", "binomial_backward", "gaussian_backward",
-                                   "heads_backward", "vae_backward"}
+                                   "heads_backward", "vae_backward", "iwae_bound", "free_bits_kl",
+                                   "conditional_layer"}
 
 
 @pytest.mark.parametrize("name", GRADIENT_PARTS)
@@ -200,15 +211,69 @@ def test_the_log_sum_exps_equal_numpys():
         assert answer("iw_estimate", c)[0] == pytest.approx(want)
 
 
+def test_the_gaussian_kl_is_the_integral_of_q_log_q_over_p():
+    z = np.linspace(-30, 30, 600_001)
+    for seed in range(5):
+        c = case_of("gaussian_kl", seed)
+        want = []
+        for mu_n, lv_n in zip(c["mu"], c["logvar"]):
+            total = 0.0
+            for m, lv in zip(mu_n, lv_n):
+                log_q = -0.5 * (np.log(2 * np.pi) + lv + (z - m) ** 2 / np.exp(lv))
+                log_p = -0.5 * (np.log(2 * np.pi) + z**2)
+                total += np.sum(np.exp(log_q) * (log_q - log_p)) * (z[1] - z[0])
+            want.append(total)
+        assert np.allclose(answer("gaussian_kl", c)[0], want, rtol=0, atol=1e-7)
+        lib = losses.kl_per_dimension(c["mu"], c["logvar"])[0].sum(axis=1)
+        assert np.allclose(answer("gaussian_kl", c)[0], lib, rtol=1e-12)
+
+
+def test_the_bound_is_the_log_mean_weight_and_free_bits_match_the_library():
+    for seed in range(10):
+        c = case_of("iwae_bound", seed)
+        want = np.logaddexp.reduce(c["log_w"], axis=1) - math.log(c["log_w"].shape[1])
+        assert np.allclose(answer("iwae_bound", c)[0], want, rtol=1e-12)
+    # the library's loss with free bits, less its loss without the KL, is the term at beta = 1
+    model = VAE(6, hidden_dims=(5,), latent_dim=3, activation="tanh", dtype="float64", seed=1)
+    rng = np.random.default_rng(0)
+    x, eps = (rng.random((8, 6)) < 0.5).astype(float), rng.standard_normal((8, 3))
+    mu, logvar = model.encode(x)
+    kl = losses.kl_per_dimension(mu, logvar)[0]
+    floor = float(np.median(kl.mean(axis=0)))  # one dimension on each side of the floor, one on it
+    with_floor, _ = model.loss_and_grads(x, eps, free_bits=floor)
+    without_kl, _ = model.loss_and_grads(x, eps, kl_weight=0.0)
+    penalty, _ = answer("free_bits_kl", {"kl": kl, "beta": 1.0, "free_bits": floor})
+    assert with_floor - without_kl == pytest.approx(float(penalty), rel=1e-12)
+
+
+def past_histograms_fails(model, message):
+    with pytest.raises(ExerciseFailed) as failed:
+        check("past_the_histograms", lambda x: model, quiet=True)
+    assert message in str(failed.value), str(failed.value)
+
+
+def test_the_experiment_scores_a_pmf_of_the_digits_against_the_histograms():
+    # untrained models, so no training is needed to fail: a density of other data, then pmfs that lose
+    past_histograms_fails(VAE(64, hidden_dims=(8,), latent_dim=2), "a probability of the 17 grey levels")
+    past_histograms_fails(VAE(64, hidden_dims=(8,), latent_dim=2, likelihood="categorical", levels=5),
+                          "a probability of the 17 grey levels")
+    past_histograms_fails(VAE(64, hidden_dims=(8,), latent_dim=2, likelihood="beta_binomial", trials=16),
+                          "above 0 by more than four standard errors")
+    past_histograms_fails(VAE(64, hidden_dims=(8,), latent_dim=2, likelihood="binomial", trials=16, n_classes=10),
+                          "without labels")
+    past_histograms_fails("a model", "a trained minivae.VAE of the 64-pixel digits")
+
+
 # ---------------------------------------------------------------- never a false fail
-TRAINING_PARTS = ("train", "finite_differences", "find_bug")  # each case trains or differences a whole model
+# each case trains or differences a whole model
+TRAINING_PARTS = ("train", "finite_differences", "find_bug", "past_the_histograms")
 
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.slow] if name in TRAINING_PARTS else [])
                                   for name in PARTS])
 def test_a_right_answer_passes_many_random_cases(name):
     # the parts that train or difference whole models take a fraction of a second a case: 100 of theirs
-    draws = 100 if name in TRAINING_PARTS else 1000
+    draws = {"past_the_histograms": 2}.get(name, 100 if name in TRAINING_PARTS else 1000)
     assert check_part(PARTS[name], SOLVED[name], seed=20261125, draws=draws, quiet=True) < 1e-6
 
 
@@ -421,17 +486,21 @@ def test_an_unknown_part_is_named():
 
 
 # ---------------------------------------------------------------- the notebooks carry it
-def test_the_track_has_six_notebooks_and_every_part_once():
-    graded = {}
+def test_the_track_has_eight_notebooks_and_every_part_once():
+    graded, written = {}, []
     for path in SOLUTIONS:
         for cell in nbformat.read(path, as_version=4).cells:
             meta = cell.metadata.get("nbgrader", {})
-            if meta.get("grade"):
+            if meta.get("grade") and cell.cell_type == "markdown":
+                written.append(meta["grade_id"])
+            elif meta.get("grade"):
                 name = meta["grade_id"].removeprefix("test_")
                 assert name not in graded, f"{name} is graded twice"
                 graded[name] = (path.name, meta["points"])
-                assert f'check("{name}", {name})' in cell.source and "BEGIN HIDDEN TESTS" in cell.source
-    assert len(SOLUTIONS) >= 6 and len(graded) >= 25
+                assert f'check("{name}", {name})' in cell.source
+                # a graded experiment trains once: another seed of the check would only train it again
+                assert "BEGIN HIDDEN TESTS" in cell.source or name == "past_the_histograms"
+    assert len(SOLUTIONS) >= 8 and len(graded) >= 31 and len(written) >= 3 and len(set(written)) == len(written)
     assert set(graded) == set(PARTS)
     assert all(points == PARTS[name].points for name, (_, points) in graded.items())
     assert all(PARTS[name].lesson == path[:-len(".ipynb")] for name, (path, _) in graded.items())
@@ -444,6 +513,8 @@ def test_every_solution_is_in_a_solution_cell_and_every_test_is_locked():
             assert meta and meta.get("grade_id"), f"{path.name}: a cell without nbgrader metadata"
             if "### BEGIN SOLUTION" in cell.source:
                 assert meta["solution"] and not meta["grade"] and not meta["locked"]
+            elif cell.cell_type == "markdown" and meta["solution"]:  # a written answer, graded by hand
+                assert meta["grade"] and not meta["locked"] and meta["points"] > 0 and "**Rubric" in cell.source
             elif meta["grade"]:
                 assert meta["locked"] and meta["points"] > 0
             else:

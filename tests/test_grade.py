@@ -207,6 +207,8 @@ def test_nbgrader_generates_the_assignment_and_autogrades_it(tmp_path):
     for path in SOLUTIONS:
         text = (course / "release" / "exercises" / path.name).read_text()
         assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and "raise NotImplementedError()" in text
+        assert "Rubric" not in text  # written answers' model answers and rubrics stay in the source
+    assert "YOUR ANSWER HERE" in (course / "release" / "exercises" / "08_objectives.ipynb").read_text()
 
     # two submissions: two solved notebooks (every solution runs clean in test_notebooks, hidden tests and all,
     # which is what autograde scores), and one solved notebook with one planted wrong answer

@@ -55,8 +55,10 @@ def test_student_versions_are_the_solutions_stripped(tmp_path):
         assert not any(c.get("outputs") for c in student.cells if c.cell_type == "code")
         sources = "\n".join(c.source for c in student.cells)
         assert "BEGIN SOLUTION" not in sources and "HIDDEN TESTS" not in sources
-        stubs = sum(c.metadata["nbgrader"]["solution"] for c in student.cells)
+        stubs = sum(c.metadata["nbgrader"]["solution"] for c in student.cells if c.cell_type == "code")
         assert sources.count("raise NotImplementedError()") == stubs > 0
+        written = [c for c in student.cells if c.cell_type == "markdown" and c.metadata["nbgrader"]["solution"]]
+        assert all(c.source == "YOUR ANSWER HERE" for c in written) and "Rubric" not in sources
 
 
 def test_the_committed_student_folder_holds_every_exercise():

@@ -12,12 +12,13 @@ on which cells ran before; see :mod:`minivae.exercises.checking` for how
 answers are compared and mistakes recognised.
 """
 
-from . import assembly, backward, importance, likelihoods, planted_bug, sampling, training
+from . import assembly, backward, importance, likelihoods, objectives, planted_bug, sampling, training
 from .checking import TOLERANCE, ExerciseFailed, Mistake, Part, norm_error
 from .checking import check as check_part
 from .planted_bug import PlantedBugModel
 
-PARTS = {part.name: part for module in (backward, sampling, likelihoods, assembly, training, importance, planted_bug)
+PARTS = {part.name: part for module in (backward, sampling, likelihoods, assembly, training, importance, planted_bug,
+                                                            objectives)
          for part in module.PARTS}
 
 

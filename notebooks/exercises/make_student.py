@@ -5,7 +5,9 @@ becomes ``student/NN_topic.ipynb``. As in nbgrader's ``generate_assignment``,
 each ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` block becomes
 ``# YOUR CODE HERE`` and ``raise NotImplementedError()`` at the same
 indentation, and each ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS``
-block is dropped. The nbgrader metadata stays, so ``python -m minivae.grade``
+block is dropped; a written answer (a Markdown cell nbgrader grades by hand)
+becomes ``YOUR ANSWER HERE``, and its model answer and rubric stay in the
+instructor's copy. The nbgrader metadata stays, so ``python -m minivae.grade``
 can score the student's notebook.
 
 A learner's work is never overwritten: a student notebook that differs from
@@ -28,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 SOLUTIONS, STUDENT = HERE / "solutions", HERE / "student"
 MARKERS = {"### BEGIN SOLUTION": ("### END SOLUTION", ["# YOUR CODE HERE", "raise NotImplementedError()"]),
            "### BEGIN HIDDEN TESTS": ("### END HIDDEN TESTS", [])}
+WRITTEN_STUB = "YOUR ANSWER HERE"  # nbgrader's stub for a written answer
 
 
 def strip_solutions(source):
@@ -57,6 +60,8 @@ def student_version(solution):
     nb = nbformat.reads(nbformat.writes(solution), as_version=4)  # a deep copy
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "markdown" and cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = WRITTEN_STUB  # a written answer: the model answer and rubric are the instructor's
         if cell.cell_type == "code":
             cell.source = strip_solutions(cell.source)
             cell.outputs = []
