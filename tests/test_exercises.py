@@ -192,9 +192,9 @@ def test_importance_weights_under_the_exact_posterior_are_exactly_p_of_x():
     # with one latent dimension the exact posterior is a diagonal Gaussian, so every weight equals p(x)
     for seed in range(5):
         c = case_of("log_weights", seed)
-        W = c["W"][:, :1]
-        post_var = 1 / (1 + W[:, 0] @ W[:, 0] / c["noise_var"])
-        post_mean = post_var * W[:, 0] @ (c["x"] - c["b"]) / c["noise_var"]
+        W = c["W"][:1]  # (1, D): one latent dimension
+        post_var = 1 / (1 + W[0] @ W[0] / c["sigma_x"] ** 2)
+        post_mean = post_var * W[0] @ (c["x"] - c["b"]) / c["sigma_x"] ** 2
         z = post_mean + math.sqrt(post_var) * np.random.default_rng(seed).standard_normal((7, 1))
         c = {**c, "W": W, "z": z, "mu": np.array([post_mean]), "logvar": np.array([math.log(post_var)])}
         exact = answer("exact_log_likelihood", c)[0]

@@ -1,8 +1,10 @@
 """Exercise 6, importance sampling: log p(x) from K weighted samples, checked against an exact answer.
 
-The model is linear-Gaussian, so its ``log p(x)`` is known exactly::
+The model is linear-Gaussian, with notebook 1's conventions (``W`` is (L, D),
+a code is a row, ``sigma_x`` the decoder's standard deviation), so its
+``log p(x)`` is known exactly::
 
-    p(z) = N(0, I_K),  p(x|z) = N(W z + b, noise_var I_D)  =>  p(x) = N(b, W W^T + noise_var I_D)
+    p(z) = N(0, I_L),  p(x|z) = N(z W + b, sigma_x^2 I_D)  =>  p(x) = N(b, W^T W + sigma_x^2 I_D)
 
 and any Gaussian ``q(z|x) = N(mu, diag(exp(logvar)))`` is a proposal:
 ``log w_s = log p(z_s) + log p(x|z_s) - log q(z_s|x)`` and
@@ -65,18 +67,18 @@ LOGSUMEXP = Part(
 # ---------------------------------------------------------------- the log-weights of the linear-Gaussian model
 def linear_case(rng):
     d, k, s = int(rng.integers(2, 7)), int(rng.integers(1, 4)), int(rng.integers(3, 30))
-    W, b = rng.standard_normal((d, k)), rng.standard_normal(d)
-    noise_var = float(rng.uniform(0.1, 2.0))
+    W, b = rng.standard_normal((k, d)), rng.standard_normal(d)
+    sigma_x = float(rng.uniform(0.3, 1.5))
     z_true = rng.standard_normal(k)
-    x = W @ z_true + b + np.sqrt(noise_var) * rng.standard_normal(d)
+    x = z_true @ W + b + sigma_x * rng.standard_normal(d)
     mu, logvar = rng.standard_normal(k) * 0.5, rng.standard_normal(k) * 0.5 - 1
     z = mu + np.exp(logvar / 2) * rng.standard_normal((s, k))
-    return {"x": x, "z": z, "W": W, "b": b, "noise_var": noise_var, "mu": mu, "logvar": logvar}
+    return {"x": x, "z": z, "W": W, "b": b, "sigma_x": sigma_x, "mu": mu, "logvar": logvar}
 
 
 def log_joint(c):
-    return log_normal(c["z"], 0.0, np.ones_like(c["mu"])) + log_normal(c["x"], c["z"] @ c["W"].T + c["b"],
-                                                                      np.full_like(c["x"], c["noise_var"]))
+    return log_normal(c["z"], 0.0, np.ones_like(c["mu"])) + log_normal(c["x"], c["z"] @ c["W"] + c["b"],
+                                                                      np.full_like(c["x"], c["sigma_x"] ** 2))
 
 
 def log_q(c, var=lambda logvar: np.exp(logvar)):
@@ -84,23 +86,23 @@ def log_q(c, var=lambda logvar: np.exp(logvar)):
 
 
 LOG_WEIGHTS = Part(
-    name="log_weights", signature="log_weights(x, z, W, b, noise_var, mu, logvar) -> log_w (S,)", lesson=LESSON,
+    name="log_weights", signature="log_weights(x, z, W, b, sigma_x, mu, logvar) -> log_w (S,)", lesson=LESSON,
     terms="N",
-    args=("x", "z", "W", "b", "noise_var", "mu", "logvar"), outputs=("log_w",), make_case=linear_case,
+    args=("x", "z", "W", "b", "sigma_x", "mu", "logvar"), outputs=("log_w",), make_case=linear_case,
     answer=lambda c: (log_joint(c) - log_q(c),),
     mistakes=(
         Mistake("log q missing", "the weight is p(x, z) / q(z|x): subtract log q(z|x)", lambda c: (log_joint(c),)),
         Mistake("log q added", "the weight divides by q(z|x): subtract log q(z|x), do not add it",
                 lambda c: (log_joint(c) + log_q(c),)),
         Mistake("prior missing", "p(x, z) = p(z) p(x|z): the prior's log N(z; 0, I) is missing",
-                lambda c: (log_normal(c["x"], c["z"] @ c["W"].T + c["b"], np.full_like(c["x"], c["noise_var"]))
+                lambda c: (log_normal(c["x"], c["z"] @ c["W"] + c["b"], np.full_like(c["x"], c["sigma_x"] ** 2))
                            - log_q(c),)),
         Mistake("exp(logvar) as the standard deviation", "q's variance is exp(logvar) (its standard deviation "
                 "exp(logvar / 2)); it squared exp(logvar)",
                 lambda c: (log_joint(c) - log_q(c, var=lambda lv: np.exp(2 * lv)),)),
-        Mistake("noise_var as a standard deviation", "noise_var is the variance of p(x|z), not its standard deviation",
+        Mistake("sigma_x as a variance", "sigma_x is the standard deviation of p(x|z): its variance is sigma_x^2",
                 lambda c: (log_normal(c["z"], 0.0, np.ones_like(c["mu"])) + log_normal(
-                    c["x"], c["z"] @ c["W"].T + c["b"], np.full_like(c["x"], c["noise_var"] ** 2)) - log_q(c),)),
+                    c["x"], c["z"] @ c["W"] + c["b"], np.full_like(c["x"], c["sigma_x"])) - log_q(c),)),
     ),
 )
 
@@ -129,16 +131,16 @@ IW = Part(
 # ---------------------------------------------------------------- the exact answer
 def exact_answer(c, const=True, half_logdet=True):
     d = len(c["x"])
-    cov = c["W"] @ c["W"].T + c["noise_var"] * np.eye(d)
+    cov = c["W"].T @ c["W"] + c["sigma_x"] ** 2 * np.eye(d)
     _, logdet = np.linalg.slogdet(cov)
     r = c["x"] - c["b"]
     return (-0.5 * (logdet * (1 if half_logdet else 2) + r @ np.linalg.solve(cov, r) + (d * LOG_2PI if const else 0)),)
 
 
 EXACT = Part(
-    name="exact_log_likelihood", signature="exact_log_likelihood(x, W, b, noise_var) -> float", lesson=LESSON,
+    name="exact_log_likelihood", signature="exact_log_likelihood(x, W, b, sigma_x) -> float", lesson=LESSON,
     terms="sigma",
-    args=("x", "W", "b", "noise_var"), outputs=("log_p",), make_case=linear_case, answer=exact_answer,
+    args=("x", "W", "b", "sigma_x"), outputs=("log_p",), make_case=linear_case, answer=exact_answer,
     mistakes=(
         Mistake("log-determinant not halved", "the normaliser is -(1/2) log det(C), like the -(1/2) log sigma^2 of "
                 "one dimension", lambda c: exact_answer(c, half_logdet=False)),
