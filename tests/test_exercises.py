@@ -183,9 +183,25 @@ def test_the_update_rules_equal_the_library_optimisers():
 
 
 def test_the_reference_loop_overfits_a_tiny_batch():
-    model, x = tiny_problem(3)
-    losses_ = reference_train(model, x, 300, 0.01, reference_update)
+    model, x = tiny_problem(3, n=16)
+    losses_ = reference_train(model, x, 150, 8, 0.01, reference_update, np.random.default_rng(0))
     assert np.mean(losses_[-50:]) < 0.5 * np.mean(losses_[:5])
+
+
+def test_the_reference_loop_steps_as_the_library_adam_does_on_the_same_batches():
+    # one Adam over the model's flat parameter vector, on the minibatches of the same orders: the same run
+    model, x = tiny_problem(4, n=20)
+    twin, _ = tiny_problem(4, n=20)
+    losses_ = reference_train(model, x, 3, 6, 0.01, reference_update, np.random.default_rng(1))
+    rng, t, opt = np.random.default_rng(1), 0, Adam(lr=0.01)
+    for epoch in range(3):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), 6):
+            loss, grads = twin.loss_and_grads(x[order[start:start + 6]])
+            opt.step(twin.flat_params, np.concatenate([grads[name].ravel() for name in twin.params]))
+            assert loss == pytest.approx(losses_[t], rel=1e-12)
+            t += 1
+    assert norm_error(model.flat_params, twin.flat_params) < 1e-12
 
 
 def test_importance_weights_under_the_exact_posterior_are_exactly_p_of_x():
@@ -415,15 +431,30 @@ def test_a_whole_model_backward_names_the_wrong_gradient_nearest_the_loss_and_li
     assert wrong == ["encoder.logvar.W", "encoder.logvar.b", "encoder.0.W", "encoder.0.b"], table
 
 
+@pytest.mark.parametrize("switches, message", [(dict(shuffle="never"), "the same order every epoch"),
+                                               (dict(shuffle="once"), "it shuffles once"),
+                                               (dict(t_per_epoch=True), "its step count restarts every epoch")])
+def test_a_training_loop_that_shuffles_wrongly_or_restarts_t_is_told_so(switches, message):
+    def train(model, x, epochs, batch_size, lr, update, rng):
+        return reference_train(model, x, epochs, batch_size, lr, update, rng, **switches)
+
+    with pytest.raises(ExerciseFailed) as failed:
+        check("train", train, quiet=True)
+    assert message in str(failed.value), str(failed.value)
+
+
 def test_a_training_loop_that_rebinds_the_parameters_is_told_so():
-    def train(model, x, steps, lr, update):
+    def train(model, x, epochs, batch_size, lr, update, rng):
         moments = {n: (np.zeros_like(p), np.zeros_like(p)) for n, p in model.params.items()}
-        out = []
-        for t in range(1, steps + 1):
-            loss, grads = model.loss_and_grads(x)
-            for n, p in model.params.items():
-                model.params[n], *_ = update(p, grads[n], *moments[n], t, lr, 0.9, 0.999, 1e-8)
-            out.append(loss)
+        out, t = [], 0
+        for epoch in range(epochs):
+            order = rng.permutation(len(x))
+            for start in range(0, len(x), batch_size):
+                t += 1
+                loss, grads = model.loss_and_grads(x[order[start:start + batch_size]])
+                for n, p in model.params.items():
+                    model.params[n], *_ = update(p, grads[n], *moments[n], t, lr, 0.9, 0.999, 1e-8)
+                out.append(loss)
         return out
 
     with pytest.raises(ExerciseFailed, match=r"p\[\.\.\.\] = new"):

@@ -1,4 +1,4 @@
-"""Exercise 5, training: Adam, SGD with momentum, and the training loop that overfits a tiny batch.
+"""Exercise 5, training: Adam, SGD with momentum, and the loop over shuffled minibatches that overfits a tiny set.
 
 Update rules are pure functions, as in the paper::
 
@@ -86,21 +86,33 @@ SGD = Part(
 
 # ---------------------------------------------------------------- the training loop
 def tiny_problem(seed, n=8):
-    """A small float64 model and ``n`` binarised digits: a batch it can overfit."""
+    """A small float64 model and ``n`` binarised digits: a set it can overfit."""
     x = (load_digits("train")[0][seed % 1000: seed % 1000 + n] > 0.5).astype(np.float64)
     return VAE(64, hidden_dims=(16,), latent_dim=2, activation="tanh", dtype="float64", seed=seed), x
 
 
-def reference_train(model, x, steps, lr, update):
-    """Adam over every parameter, one call of ``loss_and_grads`` a step."""
+def reference_train(model, x, epochs, batch_size, lr, update, rng, shuffle="every epoch", t_per_epoch=False):
+    """Adam over every parameter on shuffled minibatches, one call of ``loss_and_grads`` a step.
+
+    Each epoch draws ``rng.permutation(len(x))`` and walks it in batches of
+    ``batch_size`` (the last one smaller when ``batch_size`` does not divide
+    ``len(x)``); ``t`` counts the steps of the whole run from 1. ``shuffle``
+    (``"once"``, ``"never"``) and ``t_per_epoch`` give the catalogue's wrong loops.
+    """
     state = {name: (np.zeros_like(p), np.zeros_like(p)) for name, p in model.params.items()}
-    losses = []
-    for t in range(1, steps + 1):
-        loss, grads = model.loss_and_grads(x)
-        for name, p in model.params.items():
-            m, v = state[name]
-            p[...], m[...], v[...] = update(p, grads[name], m, v, t, lr, 0.9, 0.999, 1e-8)
-        losses.append(loss)
+    losses, t, order = [], 0, np.arange(len(x))
+    for epoch in range(epochs):
+        if shuffle == "every epoch" or (shuffle == "once" and epoch == 0):
+            order = rng.permutation(len(x))
+        if t_per_epoch:
+            t = 0
+        for start in range(0, len(x), batch_size):
+            t += 1
+            loss, grads = model.loss_and_grads(x[order[start:start + batch_size]])
+            for name, p in model.params.items():
+                m, v = state[name]
+                p[...], m[...], v[...] = update(p, grads[name], m, v, t, lr, 0.9, 0.999, 1e-8)
+            losses.append(loss)
     return losses
 
 
@@ -108,14 +120,24 @@ def reference_update(w, dw, m, v, t, lr, b1, b2, eps):
     return adam(w, dw, m, v, t, lr, b1, b2, eps)
 
 
-def train_trial(fn, rng, steps=25):
-    seed = int(rng.integers(2**31))
-    lr = float(rng.uniform(0.003, 0.03))
-    model, x = tiny_problem(seed)
+LOOP_MISTAKES = (
+    (dict(shuffle="never"), "it walks the data in the same order every epoch: shuffle, drawing "
+                            "rng.permutation(len(x)) at the start of every epoch"),
+    (dict(shuffle="once"), "it shuffles once: draw a new rng.permutation(len(x)) at the start of every epoch"),
+    (dict(t_per_epoch=True), "its step count restarts every epoch: t counts the steps of the whole run, from 1, "
+                             "so Adam's bias corrections fade once"),
+)
+
+
+def train_trial(fn, rng):
+    seed, data_seed = int(rng.integers(2**31)), int(rng.integers(2**31))
+    lr, batch_size, epochs = float(rng.uniform(0.003, 0.03)), int(rng.integers(5, 10)), 3
+    model, x = tiny_problem(seed, n=24)
+    steps = epochs * -(-len(x) // batch_size)  # the last batch of an epoch may be smaller
     start = model.flat_params.copy()
-    got = fn(model, x, steps, lr, reference_update)
-    twin, _ = tiny_problem(seed)
-    want = reference_train(twin, x, steps, lr, reference_update)
+    got = fn(model, x, epochs, batch_size, lr, reference_update, np.random.default_rng(data_seed))
+    twin, _ = tiny_problem(seed, n=24)
+    want = reference_train(twin, x, epochs, batch_size, lr, reference_update, np.random.default_rng(data_seed))
     if np.array_equal(model.flat_params, start):
         raise Wrong("the model's parameters did not change. model.params are views into one vector: "
                     "write the new values into them (p[...] = new), rather than rebinding the name")
@@ -124,19 +146,27 @@ def train_trial(fn, rng, steps=25):
     except (TypeError, ValueError):
         raise Wrong(f"it should return the list of the {steps} losses; got {type(got).__name__}") from None
     if got.shape != (steps,):
-        raise Wrong(f"it should return one loss per step, {steps} in all; got shape {got.shape}")
+        raise Wrong(f"it should return one loss per step: {epochs} epochs of {len(x)} examples in batches of "
+                    f"{batch_size} (the last one smaller) are {steps} steps; got shape {got.shape}")
     if got[-1] > got[0] and want[-1] < want[0]:
         raise Wrong("the loss went up: the update must step against the gradient")
     if not close(got, want):
+        for switches, message in LOOP_MISTAKES:
+            wrong_model, _ = tiny_problem(seed, n=24)
+            wrong = reference_train(wrong_model, x, epochs, batch_size, lr, reference_update,
+                                    np.random.default_rng(data_seed), **switches)
+            if close(got, wrong):
+                raise Wrong(message)
         raise Wrong("its losses differ from a reference loop's (relative error "
-                    f"{norm_error(got, want):.2g}): call model.loss_and_grads(x) once a step, count t from 1, "
-                    "and update every parameter with its own m and v")
+                    f"{norm_error(got, want):.2g}): shuffle with rng.permutation(len(x)) each epoch, call "
+                    "model.loss_and_grads once a batch, count t from 1 over the whole run, and update every "
+                    "parameter with its own m and v")
     if not close(model.flat_params, twin.flat_params):
         raise Wrong("its losses are right but its final parameters are not: is the last update applied?")
     return norm_error(model.flat_params, twin.flat_params)
 
 
-TRAIN = Part(name="train", signature="train(model, x, steps, lr, update) -> losses", lesson=LESSON,
-             trial=train_trial, draws=2, points=2)
+TRAIN = Part(name="train", signature="train(model, x, epochs, batch_size, lr, update, rng) -> losses",
+             lesson=LESSON, trial=train_trial, draws=2, points=2)
 
 PARTS = (ADAM, SGD, TRAIN)
