@@ -13,6 +13,7 @@ answers are compared and mistakes recognised.
 """
 
 from . import assembly, backward, importance, likelihoods, objectives, planted_bug, sampling, training
+from .assembly import FROM_LOSS
 from .checking import TOLERANCE, ExerciseFailed, Mistake, Part, norm_error
 from .checking import check as check_part
 from .planted_bug import PlantedBugModel
@@ -56,4 +57,4 @@ def check(name, fn, seed=0, draws=None, quiet=False):
     check_part(PARTS[name], fn, seed=seed, draws=draws, quiet=quiet)
 
 
-__all__ = ["PARTS", "TOLERANCE", "ExerciseFailed", "Mistake", "Part", "PlantedBugModel", "check", "norm_error"]
+__all__ = ["FROM_LOSS", "PARTS", "TOLERANCE", "ExerciseFailed", "Mistake", "Part", "PlantedBugModel", "check", "norm_error"]

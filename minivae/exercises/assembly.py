@@ -43,9 +43,18 @@ def vae_case(rng):
     return {"params": params, "x": x, "eps": rng.standard_normal((n, k))}
 
 
+SITES = ("dlogits", "decoder tanh'", "dz", "dmu", "dlogvar", "encoder tanh'")  # the backward pass's inner signals
+
+
 def reference(params, x, eps, kl=True, both_heads=True, sigma=lambda logvar: np.exp(logvar / 2), mean=True,
-              kl_logvar_sign=1):
-    """``(loss, grads)`` of the model above, every derivative written out (switches: see the module docstring)."""
+              kl_logvar_sign=1, spoil=None):
+    """``(loss, grads)`` of the model above, every derivative written out (switches: see the module docstring).
+
+    ``spoil(site, value)``, when given, replaces each inner signal of the
+    backward pass named in ``SITES`` as it is computed, so that a wrong
+    derivative there flows into every gradient computed from it (exercise 7).
+    """
+    spoil = spoil or (lambda site, value: value)
     p = params
     n = x.shape[0]
     scale = 1.0 / n if mean else 1.0  # the loss is a batch mean: 1/N on every example's gradient
@@ -61,22 +70,23 @@ def reference(params, x, eps, kl=True, both_heads=True, sigma=lambda logvar: np.
     loss = (rec + kl_n * kl).sum() * scale
 
     grads = {}
-    dlogits = (np.exp(-np.logaddexp(0, -logits)) - x) * scale  # sigmoid(l) - x, per example / N
+    dlogits = spoil("dlogits", (np.exp(-np.logaddexp(0, -logits)) - x) * scale)  # sigmoid(l) - x, per example / N
     grads["decoder.out.W"], grads["decoder.out.b"] = g.T @ dlogits, dlogits.sum(axis=0)
-    da = (dlogits @ p["decoder.out.W"].T) * (1 - g**2)  # tanh' = 1 - g^2
+    da = (dlogits @ p["decoder.out.W"].T) * spoil("decoder tanh'", 1 - g**2)  # tanh' = 1 - g^2
     grads["decoder.0.W"], grads["decoder.0.b"] = z.T @ da, da.sum(axis=0)
-    dz = da @ p["decoder.0.W"].T  # (N, K)
+    dz = spoil("dz", da @ p["decoder.0.W"].T)  # (N, K)
     dmu = dz * 1  # dz/dmu = 1
     dlogvar = dz * eps * s / 2  # dz/dsigma = eps, dsigma/dlogvar = sigma / 2
     if kl:  # the KL depends on mu and logvar directly
         dmu = dmu + mu * scale
         dlogvar = dlogvar + kl_logvar_sign * (np.exp(logvar) - 1) / 2 * scale
+    dmu, dlogvar = spoil("dmu", dmu), spoil("dlogvar", dlogvar)
     grads["encoder.mu.W"], grads["encoder.mu.b"] = h.T @ dmu, dmu.sum(axis=0)
     grads["encoder.logvar.W"], grads["encoder.logvar.b"] = h.T @ dlogvar, dlogvar.sum(axis=0)
     dh = dmu @ p["encoder.mu.W"].T  # both heads read h: their gradients add
     if both_heads:
         dh = dh + dlogvar @ p["encoder.logvar.W"].T
-    da = dh * (1 - h**2)
+    da = dh * spoil("encoder tanh'", 1 - h**2)
     grads["encoder.0.W"], grads["encoder.0.b"] = x.T @ da, da.sum(axis=0)
     return loss, grads
 

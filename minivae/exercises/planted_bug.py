@@ -1,14 +1,18 @@
 """Exercise 7, find the planted bug: a small VAE whose backward pass may hold one wrong derivative.
 
 :class:`PlantedBugModel` is the model of exercise 4 (see :mod:`minivae.exercises.assembly`)
-with ``loss()`` and ``grads()``; for most seeds one parameter's gradient is spoiled the way
-real backward passes go wrong (a sign, a stray factor of 2, a batch mean taken twice or
-not at all, a bias averaged over the batch instead of summed). A gradient check finds it.
+with ``loss()`` and ``grads()``; for most seeds one derivative is spoiled the way real
+backward passes go wrong (a sign, a stray factor of 2, a batch mean taken twice or not at
+all, a bias averaged over the batch instead of summed). The bug sits either in one
+parameter's gradient or in an inner signal of the backward pass (``dlogits``, ``dz``,
+``dlogvar``, a ``tanh'``), and then every gradient computed from that signal is wrong too,
+and the largest error may show far upstream of the bug. A gradient check finds where to look:
+the wrong gradient nearest the loss, in the order backprop computes them (:data:`FROM_LOSS`).
 """
 
 import numpy as np
 
-from .assembly import NAMES, reference, shapes
+from .assembly import FROM_LOSS, NAMES, SITES, reference, shapes
 from .checking import Part, Wrong, norm_error
 
 LESSON = "07_find_the_bug"
@@ -19,6 +23,9 @@ def spoil(kind, g, n):
     """What one bug does to one gradient ``g`` of a batch of ``n``."""
     return {"sign": -g, "factor 2": 2 * g, "missing 1/N": g * n, "1/N twice": g / n,
             "bias averaged": g / n}[kind]
+
+
+INNER = 0.5  # the share of bugs planted in an inner signal rather than in one parameter's gradient
 
 
 class PlantedBugModel:
@@ -36,12 +43,18 @@ class PlantedBugModel:
         self.x = (rng.random((n, d)) < 0.4).astype(np.float64)
         self.x[np.arange(n), rng.integers(d, size=n)] = 1  # a pixel on in every image: no gradient is exactly 0
         self.eps = rng.standard_normal((n, k))
+        n = self.x.shape[0]
         if rng.random() < NO_BUG:
             self.__bug = None
+        elif rng.random() < INNER:
+            site = SITES[int(rng.integers(len(SITES)))]
+            kinds = ["sign", "factor 2"] + ["missing 1/N", "1/N twice"] * (site == "dlogits")
+            self.__bug = site, kinds[int(rng.integers(len(kinds)))]
         else:
             name = NAMES[int(rng.integers(len(NAMES)))]
             kinds = ["sign", "factor 2", "missing 1/N", "1/N twice"] + ["bias averaged"] * name.endswith(".b")
             self.__bug = name, kinds[int(rng.integers(len(kinds)))]
+        self.__first = self.__first_wrong()
 
     def loss(self):
         """The batch-mean negative ELBO at the current ``params`` (the noise ``eps`` is frozen)."""
@@ -49,15 +62,29 @@ class PlantedBugModel:
 
     def grads(self):
         """Name -> gradient of ``loss()``, from the (possibly buggy) backward pass."""
-        grads = reference(self.params, self.x, self.eps)[1]
-        if self.__bug is not None:
-            name, kind = self.__bug
-            grads[name] = spoil(kind, grads[name], self.x.shape[0])
-        return grads
+        n = self.x.shape[0]
+        if self.__bug is None or self.__bug[0] in NAMES:
+            grads = reference(self.params, self.x, self.eps)[1]
+            if self.__bug is not None:
+                name, kind = self.__bug
+                grads[name] = spoil(kind, grads[name], n)
+            return grads
+        site, kind = self.__bug
+        return reference(self.params, self.x, self.eps,
+                         spoil=lambda at, value: spoil(kind, value, n) if at == site else value)[1]
+
+    def __first_wrong(self):
+        right, got = reference(self.params, self.x, self.eps)[1], self.grads()
+        return next((name for name in FROM_LOSS if norm_error(got[name], right[name]) > 1e-6), None)
 
     def planted(self):
-        """The spoiled gradient's name, or None. For the checker; finding it is the exercise."""
-        return None if self.__bug is None else self.__bug[0]
+        """The wrong gradient nearest the loss (where to look), or None. For the checker; finding it is the exercise."""
+        return self.__first
+
+    def wrong(self):
+        """Every wrong gradient's name, nearest the loss first. For the checker's messages."""
+        right, got = reference(self.params, self.x, self.eps)[1], self.grads()
+        return [name for name in FROM_LOSS if norm_error(got[name], right[name]) > 1e-6]
 
 
 def copy_params(params):
@@ -98,8 +125,13 @@ def find_bug_trial(fn, rng):
             raise Wrong(f"it named {got!r}, but this model's gradients are all right: a check in float64 with "
                         "centred differences gives errors near 1e-8 for a right gradient, so set the threshold "
                         "well above that (say 1e-5)")
+        wrong = model.wrong()
+        if got in wrong:
+            raise Wrong(f"it named {got!r}, which is wrong, but so is every gradient computed from the bug: here "
+                        f"{', '.join(wrong)}. Check them in the order backprop computes them (FROM_LOSS) and name "
+                        f"the first wrong one, {wrong[0]!r} here: the bug is there or just before it")
         raise Wrong(f"it named {got!r}; compare every parameter's gradient with finite differences, and return "
-                    "the name whose relative error is large (or None when none is)")
+                    "the first one, from the loss backwards, whose relative error is large (or None when none is)")
     return 0.0
 
 
