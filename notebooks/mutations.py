@@ -121,15 +121,18 @@ def catches(notebook):
 
 
 def tests_catch():
-    """True if the quick test subset fails (with the planted package first on the path), stopping at the first.
+    """The first test of the quick subset that fails (with the planted package first on the path), or None.
 
     Runs the ``pytest`` beside this Python rather than ``python -m pytest``, which would put the working
     tree's own ``minivae`` ahead of the planted copy.
     """
     pytest = Path(sys.executable).parent / "pytest"
-    done = subprocess.run([str(pytest), "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider"], cwd=HERE.parent,
-                          capture_output=True, text=True)
-    return done.returncode != 0
+    done = subprocess.run([str(pytest), "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider", "-rf"],
+                          cwd=HERE.parent, capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    failed = [line.split()[1] for line in done.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    return failed[0].split(" - ")[0] if failed else f"pytest exit status {done.returncode}"
 
 
 def main():
@@ -164,8 +167,12 @@ def main():
 
 
 def main_tests(chosen):
-    """Each bug against the quick test subset: every bug must make some test fail."""
+    """Each bug against the quick test subset: every bug must make some test fail (the first one is named)."""
     path = os.environ.get("PYTHONPATH", "")
+    unplanted = tests_catch()
+    if unplanted:
+        print(f"the tests fail with no bug planted ({unplanted}): fix that first")
+        return 2
     missed = []
     for number in chosen:
         bug = BUGS[number - 1]
@@ -174,8 +181,7 @@ def main_tests(chosen):
             plant(bug, Path(folder))
             os.environ["PYTHONPATH"] = os.pathsep.join([folder, path]).rstrip(os.pathsep)
             caught = tests_catch()
-        print(f"{number:<4} {'caught' if caught else 'MISSED':<8} {bug[0]}  ({time.perf_counter() - start:.0f} s)",
-              flush=True)
+        print(f"{number:<4} {caught or 'MISSED'}\n     {bug[0]}  ({time.perf_counter() - start:.0f} s)", flush=True)
         if not caught:
             missed.append(number)
     print(f"{len(chosen) - len(missed)} of {len(chosen)} bugs caught by the tests"
