@@ -3,12 +3,22 @@
 __version__ = "0.1.0"
 
 from . import (aggregate, backend, baselines, datasets, evaluate, gradcheck, latent, layers, likelihoods, losses, optim,
-               plotting, seeds)
+               seeds)
 from .backend import get_array_module, resolve, to_numpy
 from .datasets import load_digits, load_mnist
 from .gradcheck import check_gradients, numerical_gradient, rel_error
 from .model import VAE
 from .training import DivergedError
+
+
+
+def __getattr__(name):
+    """``minivae.plotting`` is imported on first use: matplotlib takes half a second to load, and most uses never draw."""
+    if name == "plotting":
+        import importlib
+        return importlib.import_module(".plotting", __name__)
+    raise AttributeError(f"module 'minivae' has no attribute {name!r}")
+
 
 __all__ = [
     "VAE", "DivergedError", "aggregate", "backend", "baselines", "check_gradients", "datasets", "evaluate",

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import plotting
 from .backend import to_numpy
 from .datasets import binarize, load_digits, load_mnist
 from .baselines import bits, gzip_bits, histogram_log_prob, pixel_histograms
@@ -209,6 +208,7 @@ def check_train_numbers(args):
 
 
 def cmd_train(args):
+    from . import plotting  # matplotlib loads only for the commands that draw
     defaults = DATASET_DEFAULTS[args.dataset]
     check_train_numbers(args)
     check_resume_options(args)
@@ -378,6 +378,7 @@ def save_checkpoint(model, out):
 
 
 def cmd_sample(args):
+    from . import plotting
     if args.n is not None:
         check_positive("--n", args.n, integer=True)
     if args.seed is not None:
