@@ -8,6 +8,13 @@ import sys
 # kernels they start (which inherit this); tests of the thread choice set the variable themselves.
 os.environ.setdefault("MINIVAE_BLAS_THREADS", "1")
 
+# The optimisers' NumPy path, in the workers and in every kernel and command they start. With the fast extra
+# installed, each such process would spend about a second loading numba's compiled update before its first step
+# (a minute of the suite's CPU), and a learner's install (the README's ".[test]") has no numba: the notebooks run
+# here as they run for a learner. tests/test_optim.py runs both paths whatever this says, and CI runs the
+# training and checkpoint tests again with the compiled one (.ci/run).
+os.environ.setdefault("MINIVAE_FAST", "0")
+
 # Notebooks that train the same model (minivae.seeds.trained, same configuration, options, data and seed) share
 # it through one folder for the whole run: the first to need it trains it, the others wait and load it. Made
 # here, before the parallel workers start, so that they and their kernels inherit it; removed at the end.
