@@ -277,11 +277,6 @@ def _read(nbformat, path):
     return nb
 
 
-def nbformat_module():
-    import nbformat  # grade() has imported it by now: grading needs it
-    return nbformat
-
-
 def table(scores):
     """The per-part score table and the total, as text."""
     width = max(len("part"), *(len(s.name) for s in scores))
@@ -314,7 +309,8 @@ def main(argv=None):
     elif restored:
         print(f"put back {len(restored)} locked cell(s) as the instructor's copy has them: {', '.join(restored)}")
     print(table(scores))
-    written = written_answers(_read(nbformat_module(), args.notebook))
+    import nbformat  # grade() has imported it: grading needs it
+    written = written_answers(_read(nbformat, args.notebook))
     if written:
         print(f"not scored here: {len(written)} written answer(s), {sum(p for _, p in written):g} point(s), graded "
               f"by hand: {', '.join(name for name, _ in written)}")

@@ -162,6 +162,17 @@ def test_a_timeout_that_is_not_whole_seconds_is_a_usage_error(capsys, timeout):
         grade.grade(BACKWARD, timeout=2.5)
 
 
+def test_written_answers_are_listed_with_their_points_and_not_scored():
+    nb = nbformat.v4.new_notebook()
+    meta = lambda gid, **more: {"nbgrader": {"grade": True, "grade_id": gid, "points": 1, "schema_version": 3, **more}}
+    nb.cells = [nbformat.v4.new_code_cell("check()", metadata=meta("test_part", solution=False, locked=True)),
+                nbformat.v4.new_markdown_cell("YOUR ANSWER HERE", metadata=meta("written_why", solution=True,
+                                                                                locked=False, points=2)),
+                nbformat.v4.new_markdown_cell("The question.", metadata=meta("text", grade=False, solution=False))]
+    assert grade.written_answers(nb) == [("written_why", 2)]
+    assert [name for _, name, _ in grade.graded_cells(nb)] == ["part"]  # only the code cell is scored here
+
+
 def test_the_table_adds_up():
     scores = [grade.PartScore("a", 1, 1, ""), grade.PartScore("bb", 2, 0, "ExerciseFailed: wrong")]
     text = grade.table(scores)
