@@ -115,3 +115,4 @@ def test_every_planted_bug_still_matches_the_library(tmp_path):
         folder.mkdir()
         mutations.plant(bug, folder)  # raises when the correct line is not in the source exactly once
         assert bug[3] in (folder / "minivae" / bug[1]).read_text()
+    assert set(mutations.UNTAUGHT) <= {bug[0] for bug in mutations.BUGS}  # each untaught bug is one of them
