@@ -96,10 +96,14 @@ BUGS = [
 
 
 # Bugs in places no notebook teaches, and why; the tests must catch them all the same.
+LEARNED_VARIANCE = ("no lesson uses the learned-variance Gaussian; exercise 3 has the learner write one, "
+                    "checked against the exercise's own reference")
 UNTAUGHT = {
     "the IWAE's labels repeated example by example while its samples are stacked sample by sample":
         "no notebook trains a conditional model on the importance-weighted bound",
     "the continuous Bernoulli's series with a wrong cubic coefficient": "no notebook uses the continuous Bernoulli",
+    "the learned-variance Gaussian's dlogvar without its 1/2": LEARNED_VARIANCE,
+    "the learned-variance Gaussian's floor passing gradient below it": LEARNED_VARIANCE,
     "the effective sample size's running sum of squares rescaled once, not twice":
         "the rescale runs only when K exceeds one chunk of samples (16,384), which no notebook uses",
 }
