@@ -124,6 +124,20 @@ def plant(bug, folder):
     path.write_text(text)
 
 
+def with_bug(bug, judge):
+    """``(judge(), seconds)`` with ``bug`` planted in a copy of the package put first on PYTHONPATH."""
+    path = os.environ.get("PYTHONPATH", "")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        plant(bug, Path(folder))
+        os.environ["PYTHONPATH"] = os.pathsep.join([folder, path]).rstrip(os.pathsep)  # the planted copy first
+        try:
+            result = judge()
+        finally:
+            os.environ["PYTHONPATH"] = path
+    return result, time.perf_counter() - start
+
+
 def catches(notebook):
     """True if some cell of ``notebook`` fails (with the planted package first on the path)."""
     nb = nbformat.read(notebook, as_version=4)
@@ -163,18 +177,13 @@ def main():
     chosen = args.bugs or range(1, len(BUGS) + 1)
     os.environ["MINIVAE_NOTEBOOK_SEED"] = args.seed
     names = [nb.name.split("_")[0] for nb in NOTEBOOKS]
-    path = os.environ.get("PYTHONPATH", "")
     print(f"{'bug':<4} {'caught by notebooks':<22} what was planted")
     missed = []
     for number in chosen:
         bug = BUGS[number - 1]
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory() as folder:
-            plant(bug, Path(folder))
-            os.environ["PYTHONPATH"] = os.pathsep.join([folder, path]).rstrip(os.pathsep)  # the planted copy first
-            caught = [name for name, nb in zip(names, NOTEBOOKS) if catches(nb)]
+        caught, seconds = with_bug(bug, lambda: [name for name, nb in zip(names, NOTEBOOKS) if catches(nb)])
         verdict = ", ".join(caught) or ("none: not taught" if bug[0] in UNTAUGHT else "NONE")
-        print(f"{number:<4} {verdict:<22} {bug[0]}  ({time.perf_counter() - start:.0f} s)", flush=True)
+        print(f"{number:<4} {verdict:<22} {bug[0]}  ({seconds:.0f} s)", flush=True)
         if not caught and bug[0] not in UNTAUGHT:
             missed.append(number)
     print(f"{len(chosen) - len(missed)} of {len(chosen)} bugs caught" + (f"; missed: {missed}" if missed else ""))
@@ -183,7 +192,6 @@ def main():
 
 def main_tests(chosen):
     """Each bug against the quick test subset: every bug must make some test fail (the first one is named)."""
-    path = os.environ.get("PYTHONPATH", "")
     unplanted = tests_catch()
     if unplanted:
         print(f"the tests fail with no bug planted ({unplanted}): fix that first")
@@ -191,12 +199,8 @@ def main_tests(chosen):
     missed = []
     for number in chosen:
         bug = BUGS[number - 1]
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory() as folder:
-            plant(bug, Path(folder))
-            os.environ["PYTHONPATH"] = os.pathsep.join([folder, path]).rstrip(os.pathsep)
-            caught = tests_catch()
-        print(f"{number:<4} {caught or 'MISSED'}\n     {bug[0]}  ({time.perf_counter() - start:.0f} s)", flush=True)
+        caught, seconds = with_bug(bug, tests_catch)
+        print(f"{number:<4} {caught or 'MISSED'}\n     {bug[0]}  ({seconds:.0f} s)", flush=True)
         if not caught:
             missed.append(number)
     print(f"{len(chosen) - len(missed)} of {len(chosen)} bugs caught by the tests"
