@@ -494,13 +494,18 @@ def test_finite_differences_that_forget_to_restore_or_lean_one_way_are_told_so()
         check("finite_differences", one_sided, quiet=True)
 
 
-def test_a_bug_finder_with_too_tight_a_threshold_is_told_so():
-    def tight(model):
+def largest_error_finder(threshold):
+    """A bug finder that names the gradient with the largest error above ``threshold`` (a learner's first try)."""
+    def find(model):
         numeric = SOLVED["finite_differences"](model.loss, model.params)
         errors = {n: norm_error(g, numeric[n]) for n, g in model.grads().items()}
         worst = max(errors, key=errors.get)
-        return worst if errors[worst] > 1e-14 else None
+        return worst if errors[worst] > threshold else None
+    return find
 
+
+def test_a_bug_finder_with_too_tight_a_threshold_is_told_so():
+    tight = largest_error_finder(1e-14)
     clean = [seed for seed in range(100)  # the check's seeds whose one model has no bug
              if PlantedBugModel(int(stream("find_bug", seed).integers(2**31))).planted() is None]
     for seed in clean[:3]:
@@ -525,14 +530,8 @@ def test_an_inner_bug_spoils_the_gradients_after_it_and_the_first_is_where_to_lo
 
 
 def test_a_bug_finder_that_names_the_largest_error_is_told_to_look_nearer_the_loss():
-    def largest(model):
-        numeric = SOLVED["finite_differences"](model.loss, model.params)
-        errors = {n: norm_error(g, numeric[n]) for n, g in model.grads().items()}
-        worst = max(errors, key=errors.get)
-        return worst if errors[worst] > 1e-5 else None
-
     with pytest.raises(ExerciseFailed, match="name the first wrong one"):
-        check("find_bug", largest, draws=40, quiet=True)
+        check("find_bug", largest_error_finder(1e-5), draws=40, quiet=True)
 
 
 def test_an_unknown_part_is_named():

@@ -54,7 +54,7 @@ class PlantedBugModel:
             name = NAMES[int(rng.integers(len(NAMES)))]
             kinds = ["sign", "factor 2", "missing 1/N", "1/N twice"] + ["bias averaged"] * name.endswith(".b")
             self.__bug = name, kinds[int(rng.integers(len(kinds)))]
-        self.__first = self.__first_wrong()
+        self.__first = next(iter(self.wrong()), None)
 
     def loss(self):
         """The batch-mean negative ELBO at the current ``params`` (the noise ``eps`` is frozen)."""
@@ -72,10 +72,6 @@ class PlantedBugModel:
         site, kind = self.__bug
         return reference(self.params, self.x, self.eps,
                          spoil=lambda at, value: spoil(kind, value, n) if at == site else value)[1]
-
-    def __first_wrong(self):
-        right, got = reference(self.params, self.x, self.eps)[1], self.grads()
-        return next((name for name in FROM_LOSS if norm_error(got[name], right[name]) > 1e-6), None)
 
     def planted(self):
         """The wrong gradient nearest the loss (where to look), or None. For the checker; finding it is the exercise."""
