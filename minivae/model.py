@@ -524,10 +524,17 @@ class VAE:
         from .evaluate import log_likelihood
         return log_likelihood(self, x, n_samples, y=y, ess=ess)
 
-    def fit(self, x, epochs=10, **options):
-        """Train on ``x`` (N, D) with minibatch Adam or SGD; returns ``self``. See :func:`minivae.training.fit`."""
+    def fit(self, x, epochs=10, *, batch_size=128, lr=1e-3, optimizer="adam", validation=None, progress=True,
+            binarize=None, warmup_epochs=0, free_bits=0.0, eval_batch_size=1000, objective="elbo", n_samples=1,
+            y=None):
+        """Train on ``x`` (N, D) with minibatch Adam or SGD; returns ``self``.
+
+        The parameters are those of :func:`minivae.training.fit`, which documents each.
+        """
         from .training import fit
-        return fit(self, x, epochs=epochs, **options)
+        return fit(self, x, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, validation=validation,
+                   progress=progress, binarize=binarize, warmup_epochs=warmup_epochs, free_bits=free_bits,
+                   eval_batch_size=eval_batch_size, objective=objective, n_samples=n_samples, y=y)
 
     def save(self, path):
         """Write a checkpoint (see :func:`minivae.checkpoint.save`)."""

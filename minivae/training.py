@@ -51,7 +51,7 @@ class DivergedError(FloatingPointError):
         super().__init__(f"{bad} at epoch {epoch}, step {step}; {undone}. {cause}")
 
 
-def fit(model, x, epochs=10, batch_size=128, lr=1e-3, optimizer="adam", validation=None,
+def fit(model, x, epochs=10, *, batch_size=128, lr=1e-3, optimizer="adam", validation=None,
         progress=True, binarize=None, warmup_epochs=0, free_bits=0.0, eval_batch_size=1000, objective="elbo",
         n_samples=1, y=None):
     """Train ``model`` on ``x`` by minibatch gradient descent on the negative ELBO; returns ``model``.

@@ -161,6 +161,17 @@ def test_fit_checks_its_arguments(digits):
         mean_elbo(model, digits[0][:10], batch_size=0)
 
 
+def test_the_method_lists_the_same_options_as_the_function_it_calls():
+    """``VAE.fit`` spells out ``training.fit``'s keywords so that ``help()`` and editors show them: same names, same defaults."""
+    import inspect
+    from minivae import training
+    method = list(inspect.signature(VAE.fit).parameters.values())[1:]  # without self
+    function = list(inspect.signature(training.fit).parameters.values())[1:]  # without model
+    assert [(p.name, p.default, p.kind) for p in method] == [(p.name, p.default, p.kind) for p in function]
+    with pytest.raises(TypeError, match="batchsize"):
+        small().fit(np.zeros((4, 64)), batchsize=8)  # a misspelled option is refused, not ignored
+
+
 def test_sgd_also_trains(digits):
     x = digits[0][:300]
     model = small()
