@@ -13,16 +13,17 @@ from .training import DivergedError
 
 
 def __getattr__(name):
-    """``minivae.plotting`` is imported on first use: matplotlib takes half a second to load, and most uses never draw."""
-    if name == "plotting":
+    """``minivae.plotting`` and ``minivae.explorer`` are imported on first use: matplotlib takes half a second to
+    load, and most uses never draw."""
+    if name in ("plotting", "explorer"):
         import importlib
-        return importlib.import_module(".plotting", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'minivae' has no attribute {name!r}")
 
 
 __all__ = [
     "VAE", "DivergedError", "aggregate", "backend", "baselines", "check_gradients", "datasets", "evaluate",
-    "get_array_module", "gradcheck",
+    "explorer", "get_array_module", "gradcheck",
     "latent", "layers", "likelihoods", "load_digits", "load_mnist", "losses", "numerical_gradient", "optim", "plotting",
     "rel_error", "resolve", "seeds", "to_numpy",
 ]
