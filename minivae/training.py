@@ -90,6 +90,8 @@ def fit(model, x, epochs=10, *, batch_size=128, lr=1e-3, optimizer="adam", valid
     y : (N,) integer labels
         The classes of ``x``, for a conditional model (``VAE(n_classes=...)``).
 
+    Notes
+    -----
     Each epoch appends a row to ``model.history_``: ``epoch``, ``loss``,
     ``reconstruction``, ``kl``, ``kl_weight``, ``val_elbo`` (None without
     validation), ``seconds``, and the latent diagnostics ``active_units`` and
