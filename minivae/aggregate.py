@@ -21,14 +21,20 @@ exactly as the mixture of all N posteriors; the mismatch is their difference,
 with the information's standard error.
 """
 
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .backend import to_numpy
 from .losses import LOG_2PI
 from .validation import check_positive
+
+if TYPE_CHECKING:  # names for annotations alone, not imported at run time
+    from .model import VAE
 
 MAX_BLOCK = 2**22  # float64 numbers (32 MB) in one block of codes scored against every posterior
 
@@ -48,7 +54,7 @@ class RateSplit:
     log_n: float
 
 
-def rate_split(model, x, n_samples=4, batch_size=64):
+def rate_split(model: VAE, x: Any, n_samples: int = 4, batch_size: int = 64) -> RateSplit:
     """Split the average KL of ``model``'s posteriors over ``x`` into ``I_q(x; z)`` and ``KL(q(z) || p(z))``.
 
     ``x`` defines the aggregate posterior (use the training set: the

@@ -12,6 +12,11 @@ The state is a ``head`` integer in ``[2^32, 2^64)`` and a ``tail`` list of
 integers keep every step exact.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 
 HEAD_MIN = 1 << 32  # the head stays in [2^32, 2^64)
@@ -29,13 +34,13 @@ class Message:
         before it has pushed anything. Decoding gives them back unchanged.
     """
 
-    def __init__(self, tail=()):
+    def __init__(self, tail: Iterable[int] = ()) -> None:
         self.head = HEAD_MIN
         self.tail = [int(w) for w in tail]
         if any(not 0 <= w < 1 << WORD for w in self.tail):
             raise ValueError("tail words must be integers in [0, 2^32)")
 
-    def push(self, start, freq, precision):
+    def push(self, start: int, freq: int, precision: int) -> None:
         """Push a symbol occupying ``[start, start + freq)`` of ``[0, 2^precision)``."""
         if not (isinstance(precision, int) and 1 <= precision <= MAX_PRECISION and isinstance(start, int)
                 and isinstance(freq, int) and 0 < freq and 0 <= start and start + freq <= 1 << precision):
@@ -48,7 +53,7 @@ class Message:
         # x -> (x // freq) 2^prec + x mod freq + start: grows x by the factor 2^prec / freq
         self.head = ((self.head // freq) << precision) + self.head % freq + start
 
-    def pop(self, precision, starts):
+    def pop(self, precision: int, starts: np.ndarray) -> int:
         """Pop a symbol; ``starts`` is the cumulative frequency table (length symbols + 1, ending in 2^precision)."""
         cf = self.head & ((1 << precision) - 1)  # the slot the head points at
         symbol = int(np.searchsorted(starts, cf, side="right")) - 1
@@ -61,16 +66,16 @@ class Message:
             self.head = (self.head << WORD) | self.tail.pop()
         return symbol
 
-    def bits(self):
+    def bits(self) -> int:
         """The message's length in bits when written out: the 64-bit head and every tail word."""
         return 2 * WORD + WORD * len(self.tail)
 
-    def to_bytes(self):
+    def to_bytes(self) -> bytes:
         words = self.tail + [self.head & ((1 << WORD) - 1), self.head >> WORD]
         return np.asarray(words, dtype="<u4").tobytes()
 
     @classmethod
-    def from_bytes(cls, data):
+    def from_bytes(cls, data: bytes) -> Message:
         if len(data) % 4 or len(data) < 8:
             raise ValueError(f"an ANS message is a whole number of 32-bit words, at least two; got {len(data)} bytes")
         words = np.frombuffer(data, dtype="<u4").astype(np.int64).tolist()
@@ -81,7 +86,7 @@ class Message:
         return message
 
 
-def quantize(probs, precision):
+def quantize(probs: Any, precision: int) -> np.ndarray:
     """Integer frequencies for a distribution: each at least 1, summing to ``2^precision``; shape like ``probs``.
 
     ``probs`` (..., S) need not be normalised. Each symbol keeps at least
@@ -105,6 +110,6 @@ def quantize(probs, precision):
     return freqs
 
 
-def cumulative(freqs):
+def cumulative(freqs: np.ndarray) -> np.ndarray:
     """The start of each symbol's slot, and the total at the end: ``[0, f0, f0 + f1, ..., 2^precision]``."""
     return np.concatenate([[0], np.cumsum(freqs)])

@@ -13,14 +13,26 @@ reparameterisation trick) are written once as Python functions and marked
 function into one GPU kernel.
 """
 
+from __future__ import annotations
+
 import functools
 import inspect
 import os
 import sys
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from . import fused as fused_paths  # MINIVAE_FAST switches every compiled path together
+
+Array: TypeAlias = Any
+"""An array on the model's backend: a ``numpy.ndarray``, or a ``cupy.ndarray`` on a GPU.
+
+In annotations it stands for either. To a type checker it is ``Any``: CuPy ships no type information, and the
+two classes share no base class. Functions that always return a host array say ``np.ndarray`` instead.
+"""
 
 BACKENDS = ("numpy", "cupy", "auto")
 
@@ -49,7 +61,7 @@ def _loaded_cupy():
     return sys.modules.get("cupy")
 
 
-def gpu_available():
+def gpu_available() -> bool:
     """True when CuPy imports and sees at least one CUDA device."""
     try:
         cupy = _import_cupy()
@@ -58,12 +70,12 @@ def gpu_available():
         return False
 
 
-def default_backend():
+def default_backend() -> str:
     """The backend named by ``MINIVAE_BACKEND``, else ``"numpy"``."""
     return os.environ.get("MINIVAE_BACKEND", "numpy")
 
 
-def resolve(name=None):
+def resolve(name: str | None = None) -> ModuleType:
     """Turn a backend name into its array module.
 
     Parameters
@@ -87,12 +99,12 @@ def resolve(name=None):
     return _import_cupy() if gpu_available() else np
 
 
-def name_of(xp):
+def name_of(xp: ModuleType) -> str:
     """``"numpy"`` or ``"cupy"`` for an array module."""
     return "numpy" if xp is np else "cupy"
 
 
-def get_array_module(*arrays):
+def get_array_module(*arrays: Any) -> ModuleType:
     """The module (NumPy or CuPy) that owns the given arrays.
 
     Non-array arguments (Python scalars, None) are ignored. Mixing NumPy and
@@ -116,7 +128,7 @@ def get_array_module(*arrays):
     return np if found is None else found
 
 
-def to_numpy(a):
+def to_numpy(a: Any) -> np.ndarray:
     """A NumPy copy (or view) of any array; CuPy arrays are copied to the host."""
     cupy = _loaded_cupy()
     if cupy is not None and isinstance(a, cupy.ndarray):
@@ -124,7 +136,7 @@ def to_numpy(a):
     return np.asarray(a)
 
 
-def to_backend(a, xp, dtype=None):
+def to_backend(a: Any, xp: ModuleType | str, dtype: Any = None) -> Array:
     """Move an array to the array module ``xp`` (or a backend name)."""
     if isinstance(xp, str):
         xp = resolve(xp)
@@ -133,7 +145,7 @@ def to_backend(a, xp, dtype=None):
     return xp.asarray(a, dtype=dtype)
 
 
-def elementwise(fn):
+def elementwise(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator for ``fn(xp, *args)``, a function made only of element-wise operations, run as one kernel on CuPy.
 
     The decorated function takes ``*args`` alone (arrays and scalars); the
@@ -154,7 +166,7 @@ def elementwise(fn):
     with NumPy's to rounding: the GPU's ``exp`` and ``log1p`` are not the CPU's,
     and its compiler may join a product and a sum into one rounding.
     """
-    kernels = {}
+    kernels: dict[ModuleType, Callable[..., Any]] = {}
 
     @functools.wraps(fn)
     def call(*args):
@@ -170,11 +182,12 @@ def elementwise(fn):
         return kernel(*args)
 
     signature = inspect.signature(fn)  # shown without the xp that call passes itself
-    call.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    shown = signature.replace(parameters=list(signature.parameters.values())[1:])
+    call.__signature__ = shown  # type: ignore[attr-defined]
     return call
 
 
-def device_memory(xp):
+def device_memory(xp: ModuleType) -> int | None:
     """The bytes of memory of the device ``xp`` computes on: the machine's RAM, or the GPU's; None if unknown."""
     try:
         if xp is np:
@@ -184,7 +197,7 @@ def device_memory(xp):
         return None
 
 
-def gibibytes(nbytes):
+def gibibytes(nbytes: int) -> str:
     """``nbytes`` as text for an error message: ``"3.6 GiB"``, or beyond any machine's memory, says so."""
     return f"about {nbytes / 2**30:,.1f} GiB" if nbytes < 2**70 else "more than a billion TiB"
 
@@ -192,7 +205,7 @@ def gibibytes(nbytes):
 MEMORY_SHARE = 0.5  # one request may take at most this share of the device's memory
 
 
-def check_memory(need, xp, what, fix):
+def check_memory(need: int, xp: ModuleType, what: str, fix: str) -> None:
     """Refuse, with ``ValueError``, a request for ``need`` bytes above ``MEMORY_SHARE`` of the device's memory.
 
     ``what`` names the request ("a step with ..."), ``fix`` says how to ask for less.

@@ -17,13 +17,16 @@ notebooks' claims about images: its label is a 1-nearest-neighbour classifier,
 and its distance says how far an image is from looking like the data.
 """
 
+from __future__ import annotations
+
 import gzip
 import math
+from typing import Any
 
 import numpy as np
 
 
-def pixel_histograms(train_counts, levels):
+def pixel_histograms(train_counts: Any, levels: int) -> np.ndarray:
     """Each pixel's smoothed histogram of the training levels: (D, levels), rows summing to 1.
 
     ``train_counts`` is (N, D) of whole levels in ``0..levels-1``.
@@ -33,25 +36,25 @@ def pixel_histograms(train_counts, levels):
     return hist / hist.sum(axis=1, keepdims=True)
 
 
-def histogram_log_prob(probs, counts):
+def histogram_log_prob(probs: np.ndarray, counts: Any) -> np.ndarray:
     """``log p(x)`` in nats per image (N,) under independent per-pixel histograms ``probs`` (D, levels)."""
     counts = np.asarray(counts, dtype=np.int64)
     return np.log(probs[np.arange(probs.shape[0]), counts]).sum(axis=1)
 
 
-def gzip_bits(counts, levels):
+def gzip_bits(counts: Any, levels: int) -> float:
     """Bits per image of ``gzip -9`` on the images' levels, one byte each (two past 256 levels)."""
     counts = np.asarray(counts)
     data = counts.astype(np.uint8 if levels <= 256 else np.uint16).tobytes()
     return 8 * len(gzip.compress(data, 9)) / len(counts)
 
 
-def bits(nats):
+def bits(nats: Any) -> Any:
     """Nats as bits."""
     return nats / math.log(2)
 
 
-def nearest(images, data, block=256):
+def nearest(images: Any, data: Any, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Each image's nearest row of ``data`` in Euclidean pixel distance: ``(index, distance)``, each (N,).
 
     ``||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2`` scores a block of images against

@@ -27,8 +27,11 @@ CPU, or two BLAS libraries, may round a matrix product differently, and one
 changed frequency garbles the rest of the message.
 """
 
+from __future__ import annotations
+
 import math
 from statistics import NormalDist
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +39,9 @@ from .ans import MAX_PRECISION, Message, cumulative, quantize
 from .backend import to_numpy
 from .baselines import pixel_histograms
 from .validation import check_integer_in
+
+if TYPE_CHECKING:  # names for annotations alone, not imported at run time
+    from .model import VAE
 
 NORMAL = NormalDist()
 # 2^16 buckets per latent dimension: already finer than any q(z|x) these models learn, and each bucket is a
@@ -56,7 +62,8 @@ class BitsBackCodec:
         Bits of the integer frequencies for ``q(z|x)`` and for ``p(x|z)``.
     """
 
-    def __init__(self, model, latent_precision=10, posterior_precision=24, pixel_precision=24):
+    def __init__(self, model: VAE, latent_precision: int = 10, posterior_precision: int = 24,
+                 pixel_precision: int = 24) -> None:
         if not hasattr(model, "likelihood_") or not hasattr(model, "decoder_forward"):
             raise TypeError(f"BitsBackCodec codes with a trained VAE; got {type(model).__name__}")
         # 2^latent_precision buckets per latent dimension: each is a column of every image's table of q(z|x)
@@ -84,18 +91,18 @@ class BitsBackCodec:
         self.centres = np.array([NORMAL.inv_cdf((i + 0.5) / B) for i in range(B)])
 
     # ---------------------------------------------------------------- the three distributions
-    def posterior_masses(self, x):
+    def posterior_masses(self, x: Any) -> np.ndarray:
         """``q(z|x)``'s probability in each bucket, (L, B) floats, for one image ``x`` (D,) of counts."""
         mu, logvar = (to_numpy(a).astype(np.float64)[0] for a in self.model.encode(x[None] / self.trials))
         sigma = np.exp(logvar / 2)
         cdf = np.vectorize(NORMAL.cdf)((self.edges[None, :] - mu[:, None]) / sigma[:, None])  # (L, B + 1)
         return np.diff(cdf, axis=1)
 
-    def posterior_freqs(self, x):
+    def posterior_freqs(self, x: Any) -> np.ndarray:
         """``q(z|x)`` as integer frequencies over the buckets: (L, B) for one image ``x`` (D,) of counts."""
         return quantize(self.posterior_masses(x), self.posterior_precision)
 
-    def discrete_bound(self, counts, replicates=10, seed=0):
+    def discrete_bound(self, counts: Any, replicates: int = 10, seed: int = 0) -> tuple[np.ndarray, float]:
         """Draws of the bound that bits-back coding codes at, in bits per image: (replicates, N), and a share.
 
         The share is that of the pixels (over all draws) to which the model gives
@@ -128,7 +135,7 @@ class BitsBackCodec:
             draws[r] = (-log_p.sum(axis=1) + log_q) / math.log(2) + model.latent_dim * self.latent_precision
         return draws, floored / (replicates * counts.size)
 
-    def likelihood_freqs(self, buckets):
+    def likelihood_freqs(self, buckets: np.ndarray) -> np.ndarray:
         """``p(x|z)`` per pixel as integer frequencies over the levels ``0..levels-1``: (D, levels)."""
         model = self.model
         z = model.xp.asarray(self.centres[buckets][None].astype(model.dtype))  # (1, L)
@@ -137,7 +144,7 @@ class BitsBackCodec:
         return quantize(np.exp(log_pmf - log_pmf.max(axis=1, keepdims=True)), self.pixel_precision)
 
     # ---------------------------------------------------------------- one image
-    def push_image(self, message, x):
+    def push_image(self, message: Message, x: Any) -> float:
         """Append image ``x`` (D,) of integer counts to ``message``; returns what it added, in bits.
 
         The figure is exact: ``-log2`` of the quantised ``p(x|z)`` and ``p(z)``, less
@@ -157,7 +164,7 @@ class BitsBackCodec:
         back = -np.log2(q[np.arange(len(buckets)), buckets] / 2.0**self.posterior_precision).sum()
         return float(pixels + len(buckets) * self.latent_precision - back)
 
-    def pop_image(self, message):
+    def pop_image(self, message: Message) -> np.ndarray:
         """Take the last image off ``message``: the reverse of :meth:`push_image`, step by step."""
         uniform = np.arange((1 << self.latent_precision) + 1)
         buckets = np.array([message.pop(self.latent_precision, uniform) for _ in range(self.model.latent_dim)])
@@ -169,12 +176,12 @@ class BitsBackCodec:
         return x
 
     # ---------------------------------------------------------------- a data set
-    def initial_words(self):
+    def initial_words(self) -> int:
         """How many random 32-bit words the first image needs: popping ``z`` takes at most
         ``posterior_precision`` bits a latent dimension, and one word covers the head's renormalisation."""
         return -(-self.model.latent_dim * self.posterior_precision // 32) + 1
 
-    def encode(self, counts, seed=0):
+    def encode(self, counts: Any, seed: int = 0) -> Message:
         """Compress ``counts`` (N, D) of integers in ``0..n``; returns the :class:`~minivae.ans.Message`.
 
         The message starts with :meth:`initial_words` random 32-bit words (the
@@ -187,7 +194,7 @@ class BitsBackCodec:
         self.code_lengths_ = np.array([self.push_image(message, x) for x in counts])
         return message
 
-    def decode(self, message, n):
+    def decode(self, message: Message, n: int) -> np.ndarray:
         """The ``n`` images, in their original order; ``message`` is left as it started (the initial words)."""
         if not isinstance(message, Message):
             raise TypeError(f"decode takes the Message that encode returned (Message.from_bytes reads one from bytes); "
@@ -195,7 +202,7 @@ class BitsBackCodec:
         n = check_integer_in("n", n, 0, None)
         return np.array([self.pop_image(message) for _ in range(n)][::-1])
 
-    def check_counts(self, counts):
+    def check_counts(self, counts: Any) -> np.ndarray:
         counts = np.asarray(counts)
         if counts.ndim != 2 or counts.shape[1] != self.model.input_dim:
             raise ValueError(f"counts must be (N, {self.model.input_dim}); got shape {counts.shape}")
@@ -213,20 +220,20 @@ class PixelCodec:
     one pseudo-count per value (Laplace), so that no count is impossible.
     """
 
-    def __init__(self, train_counts, trials, precision=24):
+    def __init__(self, train_counts: Any, trials: int, precision: int = 24) -> None:
         self.probs = pixel_histograms(train_counts, trials + 1)  # (D, n + 1)
         self.freqs = quantize(self.probs, precision)
         self.starts = [cumulative(f) for f in self.freqs]
         self.precision = precision
 
-    def encode(self, counts):
+    def encode(self, counts: Any) -> Message:
         message = Message()
         for x in np.asarray(counts, dtype=np.int64):
             for d, k in enumerate(x):
                 message.push(int(self.starts[d][k]), int(self.freqs[d][k]), self.precision)
         return message
 
-    def decode(self, message, n):
+    def decode(self, message: Message, n: int) -> np.ndarray:
         D = len(self.freqs)
         out = np.zeros((n, D), dtype=np.int64)
         for i in reversed(range(n)):

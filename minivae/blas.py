@@ -121,7 +121,8 @@ class StepThreads:
 
     def __init__(self, model, batch_size):
         self.fixed = fixed_choice(model, batch_size)  # None: measure each epoch
-        self.choice, self.trials, self.times, self.recent, self.untimed = "one", [], {"one": [], "default": []}, [], 0
+        self.choice, self.trials, self.recent, self.untimed = "one", [], [], 0
+        self.times: dict[str, list[float]] = {"one": [], "default": []}
 
     def start_epoch(self, steps):
         self.times, self.recent = {"one": [], "default": []}, []

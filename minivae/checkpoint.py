@@ -6,10 +6,13 @@ training resumed from it follows exactly the path it would have followed
 without the break.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,12 +25,15 @@ from .stops import signals_held
 from .tempfiles import make_temporary, remove_abandoned
 from .validation import check_choice, check_positive
 
+if TYPE_CHECKING:  # names for annotations alone, not imported at run time
+    from .model import VAE
+
 FORMAT = "minivae-checkpoint"
 VERSION = 2  # 2 added the evaluation generator and the place in an unfinished epoch
 HISTORY_NUMBERS = ("loss", "reconstruction", "kl", "kl_weight", "seconds")
 
 
-def save(model, path):
+def save(model: VAE, path: str | os.PathLike[str]) -> None:
     """Write ``model`` to ``path`` (an ``.npz`` file).
 
     The data goes to a temporary file in the same folder, is flushed to disk,
@@ -100,7 +106,7 @@ def _umask():
     return mask
 
 
-def load(path, backend=None):
+def load(path: str | os.PathLike[str], backend: str | None = None) -> VAE:
     """Read a checkpoint written by :func:`save` onto ``backend`` (``"numpy"``, ``"cupy"``, ...).
 
     Every part is checked before the model is built: sizes against the file

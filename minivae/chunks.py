@@ -11,10 +11,12 @@ a matrix product, as in every training step, two threads were 4 to 11%
 slower than one; see ``benchmarks/README.md``.)
 """
 
+from typing import Any
+
 import numpy as np
 
 CHUNK = 1 << 16  # 65536 float32 = 256 KiB per array: a chunk of each of Adam's arrays fits in a core's L2
-_scratch = {}  # dtype -> the scratch chunk, reused by every call
+_scratch: dict[Any, Any] = {}  # dtype -> the scratch chunk, reused by every call
 
 
 def for_each_chunk(n, fn, xp=np, dtype=np.float32):

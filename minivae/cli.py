@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from .validation import check_positive
 # these digits loses to per-pixel histograms; this one beats them). MNIST's grey levels are binarised for its
 # Bernoulli pixels (see binarize_mode). Importance sampling for log p(x) is quick on the digits' 300 test
 # images, slow on MNIST's 10,000.
-DATASET_DEFAULTS = {
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": dict(epochs=100, batch_size=64, hidden=(256,), likelihood="beta_binomial", trials=16, levels=17,
                    iw_samples=1000),
     "mnist": dict(epochs=10, batch_size=128, hidden=(400,), likelihood="bernoulli", trials=255, levels=256,
@@ -525,6 +526,8 @@ def cmd_decompress(args):
     if out.exists() and out.resolve() in (path.resolve(), Path(args.checkpoint).resolve()):
         raise ValueError(f"--out {out} would overwrite the message or the checkpoint; choose another")
     levels = model.likelihood_.levels
+    if levels is None:  # unpack has checked the message against the model: a density codes nothing
+        raise ValueError(f"the model in {args.checkpoint} is a density, not a probability over pixel levels")
     array = counts.astype(np.uint8 if levels <= 256 else np.uint16)
     npy = io.BytesIO()
     np.save(npy, array, allow_pickle=False)

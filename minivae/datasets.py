@@ -5,6 +5,8 @@ Everything returns NumPy arrays on the host: ``x`` as float32 of shape
 their own backend.
 """
 
+from __future__ import annotations
+
 import gzip
 import hashlib
 import math
@@ -12,6 +14,7 @@ import os
 import urllib.request
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +30,7 @@ MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 # Each published file: (SHA-256, size in bytes). A download stops at that size.
-SOURCES = {
+SOURCES: dict[str, dict[str, Any]] = {
     "digits": {
         "mirrors": ("https://ossci-datasets.s3.amazonaws.com/mnist/",
                     "https://storage.googleapis.com/cvdf-datasets/mnist/"),
@@ -53,7 +56,7 @@ SOURCES = {
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def load_digits(split="train"):
+def load_digits(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """The bundled 8x8 digits (UCI, CC BY 4.0): ``(x, y)`` with ``x`` (N, 64) in [0, 1].
 
     ``split`` is ``"train"`` (1,497 images) or ``"test"`` (300), a fixed split.
@@ -65,7 +68,7 @@ def load_digits(split="train"):
     return x.astype(np.float32) / 16, y.astype(np.int64)
 
 
-def read_idx(path):
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one IDX file (gzipped or raw) into a NumPy array of its stored shape and type.
 
     The header is read first and checked against the file before the data
@@ -115,12 +118,13 @@ def _read_idx(f, path, size, gzipped):
     return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def default_cache_dir():
+def default_cache_dir() -> Path:
     """``$MINIVAE_CACHE`` if set, else ``~/.cache/minivae``."""
     return Path(os.environ.get("MINIVAE_CACHE", Path.home() / ".cache" / "minivae"))
 
 
-def load_mnist(root=None, kind="digits", split="train", download=False):
+def load_mnist(root: str | os.PathLike[str] | None = None, kind: str = "digits", split: str = "train",
+               download: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """MNIST (``kind="digits"``) or Fashion-MNIST (``kind="fashion"``) from IDX files.
 
     Parameters
@@ -232,7 +236,8 @@ def _download(kind, name, root):
                   + f"\nDownload it by hand into {root}, or check the network.")
 
 
-def binarize(x, method="threshold", threshold=0.5, rng=None):
+def binarize(x: Any, method: str = "threshold", threshold: float = 0.5,
+             rng: int | np.random.Generator | None = None) -> np.ndarray:
     """Static binarisation of pixel intensities in [0, 1].
 
     ``"threshold"``: ``x > threshold``. ``"sample"``: one fixed Bernoulli draw,
@@ -259,7 +264,7 @@ def binarize(x, method="threshold", threshold=0.5, rng=None):
     return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
 
 
-def train_val_split(x, y=None, val_fraction=0.1, seed=0):
+def train_val_split(x: Any, y: Any = None, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, ...]:
     """A seeded random split of the rows: ``(x_train, x_val)`` or ``(x_train, y_train, x_val, y_val)``.
 
     ``x`` and ``y`` are taken as NumPy arrays (a table's rows are its

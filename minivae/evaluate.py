@@ -12,17 +12,25 @@ with ``z ~ N(0, I)``, the marginal is Gaussian, ``x ~ N(b, W^T W + std^2 I)``
 every bound can be checked against it.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backend import to_numpy
+from .backend import Array, to_numpy
 from .blas import threads_for
 from .losses import LOG_2PI, gaussian_log_density, kl_per_dimension
 from .validation import check_positive, check_samples
 
+if TYPE_CHECKING:  # names for annotations alone, not imported at run time
+    from .model import VAE
 
-def log_likelihood(model, x, n_samples=1000, max_rows=16384, y=None, ess=False):
+
+def log_likelihood(model: VAE, x: Any, n_samples: int = 1000, max_rows: int = 16384, y: Any = None,
+                   ess: bool = False) -> Array | tuple[Array, np.ndarray]:
     """Per-example importance-weighted estimate of ``log p(x)`` in nats, shape (N,).
 
     ``log (1/K) sum_k exp(log w_k)`` with ``log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)``,
@@ -77,7 +85,8 @@ def _log_likelihood(model, x, K, per_chunk, rows, onehot):
     return xp.concatenate(out), xp.concatenate(sizes)
 
 
-def monte_carlo_mean(estimate, x, replicates=10, batch_size=1000, y=None):
+def monte_carlo_mean(estimate: Callable[..., Array], x: Any, replicates: int = 10, batch_size: int = 1000,
+                     y: Any = None) -> tuple[float, float]:
     """The mean over the examples of ``x`` of a per-example Monte Carlo estimate, and its standard error.
 
     ``estimate(xb)`` returns one estimate per example of the batch ``xb``
@@ -94,7 +103,8 @@ def monte_carlo_mean(estimate, x, replicates=10, batch_size=1000, y=None):
     return replicate_mean(monte_carlo_replicates(estimate, x, replicates, batch_size, y=y))
 
 
-def monte_carlo_replicates(estimate, x, replicates=10, batch_size=1000, y=None):
+def monte_carlo_replicates(estimate: Callable[..., Array], x: Any, replicates: int = 10, batch_size: int = 1000,
+                           y: Any = None) -> np.ndarray:
     """``replicates`` runs of ``estimate`` over every example of ``x``: an (R, N) float64 array (see :func:`monte_carlo_mean`)."""
     R = check_positive("replicates", replicates, integer=True)
     if R < 2:
@@ -112,13 +122,13 @@ def monte_carlo_replicates(estimate, x, replicates=10, batch_size=1000, y=None):
     return np.concatenate(parts, axis=1)
 
 
-def replicate_mean(runs):
+def replicate_mean(runs: Any) -> tuple[float, float]:
     """``(mean, standard_error)`` of the examples' mean from (R, N) replicates: the Monte Carlo noise alone."""
     R, N = runs.shape
     return float(runs.mean(axis=0).sum() / N), math.sqrt(runs.var(axis=0, ddof=1).sum() / R) / N
 
 
-def paired_difference(a, b):
+def paired_difference(a: Any, b: Any) -> tuple[float, float]:
     """The mean over examples of ``a - b`` (each (N,), or (R, N) replicates averaged first), and its standard error.
 
     The standard error is the spread of the per-example differences over
@@ -133,7 +143,7 @@ def paired_difference(a, b):
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
 
 
-def bits_per_dimension(log_p, dims):
+def bits_per_dimension(log_p: Any, dims: int) -> Any:
     """``-log p / (D log 2)``: a log-probability in nats per example as bits per dimension (lower is better)."""
     return -log_p / (dims * math.log(2))
 
@@ -160,7 +170,7 @@ def _linear_gaussian_parts(model):
     return W, b, float(model.decoder_std)
 
 
-def exact_log_likelihood(model, x):
+def exact_log_likelihood(model: VAE, x: Any) -> Array:
     """Exact ``log p(x)`` per example for a linear-Gaussian model: ``x ~ N(b, W^T W + std^2 I)``."""
     W, b, std = _linear_gaussian_parts(model)
     x = to_numpy(model.checked_input(x)).astype(np.float64)
@@ -172,7 +182,7 @@ def exact_log_likelihood(model, x):
     return -0.5 * ((r * r).sum(axis=0) + log_det + D * LOG_2PI)
 
 
-def linear_gaussian_elbo(model, x):
+def linear_gaussian_elbo(model: VAE, x: Any) -> Array:
     """The ELBO of a linear-Gaussian model in closed form (no sampling), per example.
 
     ``E_q ||x - z W - b||^2 = ||x - mu W - b||^2 + sum_l sigma_l^2 ||W_l||^2``, so
@@ -189,7 +199,7 @@ def linear_gaussian_elbo(model, x):
     return rec - kl
 
 
-def set_optimal_encoder(model):
+def set_optimal_encoder(model: VAE) -> VAE:
     """Set a linear-Gaussian model's encoder to the best diagonal Gaussian q(z|x) for its decoder.
 
     The true posterior is ``N(m(x), P^-1)`` with precision ``P = I + W W^T / std^2``
@@ -208,7 +218,8 @@ def set_optimal_encoder(model):
     return model
 
 
-def latent_diagnostics(model, x, threshold=0.01, batch_size=1000, y=None):
+def latent_diagnostics(model: VAE, x: Any, threshold: float = 0.01, batch_size: int = 1000,
+                       y: Any = None) -> tuple[np.ndarray, int, np.ndarray]:
     """How the latent space is used, from one pass over ``x``.
 
     Returns ``(kl, count, variances)``: ``kl`` (L,) is the mean over ``x`` of
@@ -230,12 +241,13 @@ def latent_diagnostics(model, x, threshold=0.01, batch_size=1000, y=None):
     return to_numpy(kl_total / x.shape[0]), int((variances > threshold).sum()), variances
 
 
-def kl_per_dim(model, x, batch_size=1000, y=None):
+def kl_per_dim(model: VAE, x: Any, batch_size: int = 1000, y: Any = None) -> np.ndarray:
     """The mean KL of each latent dimension over ``x``; shape (L,), on the host."""
     return latent_diagnostics(model, x, batch_size=batch_size, y=y)[0]
 
 
-def active_units(model, x, threshold=0.01, batch_size=1000, y=None):
+def active_units(model: VAE, x: Any, threshold: float = 0.01, batch_size: int = 1000,
+                 y: Any = None) -> tuple[int, np.ndarray]:
     """``(count, variances)`` of the latent dimensions in use (see :func:`latent_diagnostics`)."""
     _, count, variances = latent_diagnostics(model, x, threshold, batch_size, y)
     return count, variances

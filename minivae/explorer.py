@@ -7,9 +7,12 @@ kernel without ipywidgets) the same output shows a static grid of decoded images
 dimensions, and says how to get the sliders.
 """
 
+from __future__ import annotations
+
 import base64
 import html
 import io
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -18,11 +21,14 @@ from .backend import to_numpy
 from .evaluate import active_units
 from .plotting import image_batch, image_shape, tile
 
+if TYPE_CHECKING:  # names for annotations alone, not imported at run time
+    from .model import VAE
+
 HOW_TO_MOVE = ('To move through it with sliders, open this notebook in Jupyter with ipywidgets '
                '(pip install -e ".[notebooks]", then jupyter lab notebooks/).')
 
 
-def png(fig, dpi=80):
+def png(fig: Figure, dpi: int = 80) -> bytes:
     """A figure as PNG bytes."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
@@ -48,7 +54,7 @@ class LatentExplorer:
         the codes the sliders reach.
     """
 
-    def __init__(self, model, x, labels, dims=None):
+    def __init__(self, model: VAE, x: Any, labels: Any, dims: tuple[int, int] | None = None) -> None:
         if model.n_classes is not None:
             raise ValueError("the explorer draws an unconditional model; a conditional one decodes a label too")
         if model.latent_dim < 2:
@@ -59,12 +65,13 @@ class LatentExplorer:
             raise ValueError(f"labels must hold one label per row of x ({len(x)}); got shape {labels.shape}")
         _, variances = active_units(model, x)
         if dims is None:
-            dims = tuple(int(d) for d in np.argsort(-variances, kind="stable")[:2])
+            most_active = np.argsort(-variances, kind="stable")
+            dims = (int(most_active[0]), int(most_active[1]))
         elif len(dims) != 2 or dims[0] == dims[1] or not all(0 <= int(d) < model.latent_dim for d in dims):
             raise ValueError(f"dims must name two of the {model.latent_dim} latent dimensions (0 to "
                              f"{model.latent_dim - 1}); got {dims!r}")
         mu = to_numpy(model.encode(x)[0]).astype(np.float64)
-        self.model, self.labels, self.dims = model, labels, tuple(int(d) for d in dims)
+        self.model, self.labels, self.dims = model, labels, (int(dims[0]), int(dims[1]))
         self.centre = mu.mean(axis=0)
         self.codes = mu[:, list(self.dims)]
         self.share = float(variances[list(self.dims)].sum() / variances.sum())
@@ -73,17 +80,17 @@ class LatentExplorer:
         self.limits = tuple((float(a), float(b)) for a, b in zip(lo - pad, hi + pad))
         self.shape = image_shape(model.input_dim)
 
-    def code(self, a, b):
+    def code(self, a: float, b: float) -> np.ndarray:
         """The latent point with ``z[dims[0]] = a``, ``z[dims[1]] = b`` and the other dimensions at ``centre``."""
         z = self.centre.copy()
         z[list(self.dims)] = a, b
         return z
 
-    def image(self, a, b):
+    def image(self, a: float, b: float) -> np.ndarray:
         """The decoder's mean image at :meth:`code` ``(a, b)``, (D,) on the host."""
         return to_numpy(self.model.decode(self.code(a, b)[None].astype(self.model.dtype)))[0]
 
-    def figure(self, a, b):
+    def figure(self, a: float, b: float) -> Figure:
         """The codes of the data with the point ``(a, b)`` marked, beside the image decoded there."""
         fig = Figure(figsize=(7.5, 3.4), layout="constrained")
         where, drawn = fig.subplots(1, 2, width_ratios=(1.4, 1))
@@ -94,12 +101,12 @@ class LatentExplorer:
         drawn.set_title(f"decoded: z[{self.dims[0]}] = {a:+.2f}, z[{self.dims[1]}] = {b:+.2f}", fontsize=10)
         return fig
 
-    def scatter(self, ax):
+    def scatter(self, ax: Any) -> None:
         ax.scatter(self.codes[:, 0], self.codes[:, 1], c=self.labels, cmap="tab10", s=5, alpha=0.6)
         ax.set(xlabel=f"z[{self.dims[0]}]", ylabel=f"z[{self.dims[1]}]", xlim=self.limits[0], ylim=self.limits[1],
                title="posterior means by label")
 
-    def grid(self, n=7):
+    def grid(self, n: int = 7) -> Figure:
         """The static view: the codes with an ``n x n`` grid of points over the sliders' ranges, and the
         images decoded at those points (the top row has the largest ``z[dims[1]]``)."""
         across = np.linspace(*self.limits[0], n)
@@ -115,7 +122,7 @@ class LatentExplorer:
         drawn.set_title(f"decoded at the + points: z[{self.dims[0]}] across, z[{self.dims[1]}] up")
         return fig
 
-    def widget(self):
+    def widget(self) -> Any:
         """The interactive view (needs ipywidgets): two sliders above the figure they redraw.
 
         The sliders are ``self.sliders`` and the figure's image widget ``self.picture``, so that code (and a
@@ -136,7 +143,7 @@ class LatentExplorer:
         redraw()
         return widgets.VBox([widgets.HBox(self.sliders), self.picture])
 
-    def caption(self):
+    def caption(self) -> str:
         others = "the other dimensions at the mean code of the data" if self.model.latent_dim > 2 else ""
         return (f"z[{self.dims[0]}] and z[{self.dims[1]}] hold {self.share:.0%} of the variance of the codes"
                 f"{'; ' + others if others else ''}. This is a static grid. {HOW_TO_MOVE}")
@@ -158,7 +165,7 @@ class LatentExplorer:
         return {**bundle, **live}
 
 
-def latent_explorer(model, x, labels, dims=None):
+def latent_explorer(model: VAE, x: Any, labels: Any, dims: tuple[int, int] | None = None) -> LatentExplorer:
     """Sliders over two latent dimensions of ``model``, the codes of ``x`` (coloured by ``labels``) marked.
 
     See :class:`LatentExplorer`; ``dims`` defaults to the two most active units on ``x``.

@@ -17,10 +17,11 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 # numba is imported at the first compiled update, not with minivae: it takes about 100 MiB and a second to load
 AVAILABLE = importlib.util.find_spec("numba") is not None
-_kernels = {}
+_kernels: dict[str, Any] = {}
 
 
 OFF, ON = ("0", "false", "no", "off"), ("1", "true", "yes", "on", "")

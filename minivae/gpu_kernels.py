@@ -20,6 +20,7 @@ the same pass, so that the step can be undone (see
 """
 
 import sys
+from typing import Any
 
 OPTIONS = ("--fmad=false",)  # no contraction of a * b + c into one rounding: the same bits as NumPy
 
@@ -41,7 +42,7 @@ SGD_PLAIN = """
 w -= lr * g;  // w <- w - lr dw
 """
 
-_kernels = {}
+_kernels: dict[Any, Any] = {}
 
 
 def kernel(name, inputs, outputs, body, save):

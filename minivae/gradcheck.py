@@ -5,13 +5,21 @@ whose error is O(h^2). A relative error near 1e-7 or below means the
 analytic gradient is right; above about 1e-2 it is almost surely wrong.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
-from .backend import get_array_module, to_numpy
+from .backend import Array, get_array_module, to_numpy
 from .validation import check_positive
 
+if TYPE_CHECKING:  # names for annotations alone, not imported at run time
+    from .model import VAE
 
-def numerical_gradient(f, x, h=1e-5, order=2):
+
+def numerical_gradient(f: Callable[[], float], x: Array, h: float = 1e-5, order: int = 2) -> Array:
     """Centred-difference gradient of the scalar function ``f()`` with respect to ``x``.
 
     ``x`` is perturbed in place, one entry at a time, and restored, so ``f``
@@ -54,7 +62,7 @@ def numerical_gradient(f, x, h=1e-5, order=2):
     return xp.asarray(grad)
 
 
-def rel_error(a, b):
+def rel_error(a: Any, b: Any) -> float:
     """``max |a - b| / max(1e-8, |a| + |b|)``, elementwise, as in CS231n."""
     a = to_numpy(a).astype(np.float64)
     b = to_numpy(b).astype(np.float64)
@@ -64,14 +72,14 @@ def rel_error(a, b):
 class GradCheckReport:
     """Per-parameter relative errors of an analytic gradient against finite differences."""
 
-    def __init__(self, errors):
+    def __init__(self, errors: dict[str, float]) -> None:
         self.errors = dict(errors)
 
     @property
-    def max_error(self):
+    def max_error(self) -> float:
         return max(self.errors.values())
 
-    def passed(self, tol=1e-7):
+    def passed(self, tol: float = 1e-7) -> bool:
         return self.max_error <= tol
 
     def __str__(self):
@@ -83,7 +91,8 @@ class GradCheckReport:
     __repr__ = __str__
 
 
-def check_gradients(model, x, eps, h=1e-3, order=4, **loss_options):
+def check_gradients(model: VAE, x: Any, eps: Array | None, h: float = 1e-3, order: int = 4,
+                    **loss_options: Any) -> GradCheckReport:
     """Compare ``model.loss_and_grads`` with finite differences for every parameter.
 
     Parameters

@@ -23,6 +23,8 @@ notebook cannot be graded. Needs ``nbclient`` and ``ipykernel``
 (``pip install "minivae[notebooks]"``).
 """
 
+from __future__ import annotations
+
 import argparse
 import math
 import os
@@ -31,8 +33,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TIMEOUT = 120  # seconds a cell may run
 MAX_TIMEOUT = 86400
@@ -42,14 +46,14 @@ QUIET_KERNEL = "--IPKernelApp.log_level=ERROR"
 GRACE = 5  # seconds a cell has, after the interrupt at its time limit, to stop before its kernel is ended
 
 
-def check_timeout(value):
+def check_timeout(value: Any) -> int:
     """A cell's time limit: whole seconds from 1 to ``MAX_TIMEOUT`` (the notebook runner counts whole seconds)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TIMEOUT:
         raise ValueError(f"the time limit is whole seconds from 1 to {MAX_TIMEOUT}; got {value!r}")
     return value
 
 
-def seconds(text):
+def seconds(text: str) -> int:
     """``--timeout``'s type: the text of whole seconds, checked by :func:`check_timeout`."""
     try:
         return check_timeout(int(text))
@@ -65,7 +69,7 @@ class PartScore:
     note: str
 
 
-def graded_cells(nb):
+def graded_cells(nb: Any) -> list[tuple[Any, str, float]]:
     """The code cells nbgrader grades: ``(cell, grade_id, points)``.
 
     Raises ``ValueError`` naming the cell whose metadata nbgrader could not
@@ -86,13 +90,13 @@ def graded_cells(nb):
     return cells
 
 
-def written_answers(nb):
+def written_answers(nb: Any) -> list[tuple[str, float]]:
     """The written answers nbgrader leaves to a person: ``(grade_id, points)`` of each graded Markdown answer."""
     return [(_meta(c).get("grade_id", "?"), _meta(c).get("points", 0)) for c in nb.cells
             if c.cell_type == "markdown" and _meta(c).get("grade") and _meta(c).get("solution")]
 
 
-def first_error(cell):
+def first_error(cell: Any) -> str | None:
     """The first error a cell's outputs hold (its message, which may have a table below its first line), or None."""
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
@@ -101,7 +105,7 @@ def first_error(cell):
     return None
 
 
-def reference_for(path, reference=None):
+def reference_for(path: Path, reference: str | os.PathLike[str] | None = None) -> Path | None:
     """The instructor's copy of the notebook at ``path``: ``reference``, or ``../solutions/<name>``, or None."""
     if reference is not None:
         return Path(reference)
@@ -109,7 +113,7 @@ def reference_for(path, reference=None):
     return candidate if candidate.is_file() and candidate != path.resolve() else None
 
 
-def restore_locked(nb, ref):
+def restore_locked(nb: Any, ref: Any) -> list[str]:
     """Put back every locked code cell of ``nb`` that differs from ``ref``'s cell of the same grade_id.
 
     A graded cell of ``ref`` missing from ``nb`` is put back too, after the
@@ -147,7 +151,8 @@ def _meta(cell):
 
 def _answer_errors(nb):
     """For each graded cell's position, the first error of the learner's own cells since the previous graded cell."""
-    errors, pending = {}, None
+    errors: dict[int, str | None] = {}
+    pending: str | None = None
     for i, cell in enumerate(nb.cells):
         meta = _meta(cell)
         if cell.cell_type != "code":
@@ -161,7 +166,7 @@ def _answer_errors(nb):
     return errors
 
 
-def skip_iri_grammars():
+def skip_iri_grammars() -> None:
     """Keep ``nbformat``'s import from compiling grammars that grading never uses (a second or more).
 
     nbformat validates notebooks with jsonschema, whose format checkers import
@@ -169,10 +174,11 @@ def skip_iri_grammars():
     grammars at import. No notebook field has an IRI format, so the grader (a
     process of its own) marks the package absent before importing nbformat.
     """
-    sys.modules.setdefault("rfc3987_syntax", None)
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # None: "not installed"
 
 
-def grade(path, timeout=TIMEOUT, kernel_name="python3", reference=None):
+def grade(path: str | os.PathLike[str], timeout: int = TIMEOUT, kernel_name: str = "python3",
+          reference: str | os.PathLike[str] | None = None) -> tuple[list[PartScore], list[str] | None]:
     """Run the notebook at ``path`` in a fresh kernel and score its graded parts.
 
     Returns ``(scores, restored)``: a list of :class:`PartScore`, and the
@@ -233,9 +239,12 @@ class Watchdog:
     kernel was ended, or None.
     """
 
-    def __init__(self, client, limit):
-        self.client, self.limit, self.ended = client, limit, None
-        self.cell, self.started, self.done = None, None, threading.Event()
+    def __init__(self, client: Any, limit: int) -> None:
+        self.client, self.limit = client, limit
+        self.ended: int | None = None
+        self.cell: int | None = None
+        self.started: float | None = None
+        self.done = threading.Event()
         client.on_cell_execute = self._start  # the cell is sent to the kernel
         client.on_cell_executed = self._complete  # its reply came back
         self.thread = threading.Thread(target=self._watch, daemon=True)
@@ -257,7 +266,7 @@ class Watchdog:
                     os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
                 return
 
-    def stop(self):
+    def stop(self) -> None:
         self.done.set()
         self.thread.join()
 
@@ -277,7 +286,7 @@ def _read(nbformat, path):
     return nb
 
 
-def table(scores):
+def table(scores: Sequence[PartScore]) -> str:
     """The per-part score table and the total, as text."""
     width = max(len("part"), *(len(s.name) for s in scores))
     lines = [f"{'part':<{width}}  score", f"{'-' * width}  -------"]
@@ -291,7 +300,7 @@ def table(scores):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minivae.grade", description=__doc__.split("\n")[0])
     parser.add_argument("notebook", type=Path)
     parser.add_argument("--timeout", type=seconds, default=TIMEOUT,

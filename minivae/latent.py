@@ -1,11 +1,19 @@
 """Latent-space tools: interpolation, arithmetic and denoising."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
-from .backend import to_numpy
+from .backend import Array, to_numpy
+
+if TYPE_CHECKING:  # names for annotations alone, not imported at run time
+    from .model import VAE
 
 
-def interpolate(model, x_a, x_b, steps=10):
+def interpolate(model: VAE, x_a: Any, x_b: Any, steps: int = 10) -> Array:
     """Decode ``steps`` points on the line from ``E[z|x_a]`` to ``E[z|x_b]``; returns (steps, D).
 
     ``x_a`` and ``x_b`` are single examples, shape (D,) or (1, D).
@@ -16,12 +24,12 @@ def interpolate(model, x_a, x_b, steps=10):
     return model.decode(z)
 
 
-def latent_mean(model, x):
+def latent_mean(model: VAE, x: Any) -> Array:
     """The average posterior mean ``E[z|x]`` over a set of examples: a class's centre in latent space."""
     return model.encode(x)[0].mean(axis=0)
 
 
-def latent_arithmetic(model, x, plus=(), minus=()):
+def latent_arithmetic(model: VAE, x: Any, plus: Iterable[Any] = (), minus: Iterable[Any] = ()) -> Array:
     """Decode ``E[z|x] + sum(means of plus) - sum(means of minus)`` for each row of ``x``.
 
     ``plus`` and ``minus`` are sequences of example sets; each contributes its
@@ -35,6 +43,6 @@ def latent_arithmetic(model, x, plus=(), minus=()):
     return model.decode(z)
 
 
-def denoise(model, x_noisy):
+def denoise(model: VAE, x_noisy: Any) -> Array:
     """Project noisy inputs onto what the model can generate: ``decode(E[z|x_noisy])``."""
     return model.reconstruct(x_noisy)

@@ -11,16 +11,21 @@ Every layer follows one contract:
 Shapes: ``N`` examples in a batch, ``D`` input features, ``H`` output features.
 """
 
-from .backend import elementwise, get_array_module
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from .backend import Array, elementwise, get_array_module
 
 
 class Layer:
     """Base class: parameter/gradient dicts and the forward-before-backward guard."""
 
-    def __init__(self):
-        self.params = {}
-        self.grads = {}
-        self.cache = None
+    def __init__(self) -> None:
+        self.params: dict[str, Array] = {}
+        self.grads: dict[str, Array] = {}
+        self.cache: Any = None  # what forward kept for backward
 
     def _cached(self):
         if self.cache is None:
@@ -42,7 +47,7 @@ class Dense(Layer):
     ``dL/dW = x^T dy``, ``dL/db = sum_n dy[n]``, ``dL/dx = dy W^T``.
     """
 
-    def __init__(self, W, b, dW=None, db=None):
+    def __init__(self, W: Array, b: Array, dW: Array = None, db: Array = None) -> None:
         super().__init__()
         xp = get_array_module(W, b)
         self.params = {"W": W, "b": b}
@@ -53,7 +58,7 @@ class Dense(Layer):
             "b": xp.zeros_like(b) if db is None else db,
         }
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """``x`` (N, D) -> ``y`` (N, H); caches ``x``."""
         self.cache = x
         xp = get_array_module(x)
@@ -61,7 +66,7 @@ class Dense(Layer):
         y += self.params["b"]  # broadcast b over the batch
         return y
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy: Array, need_dx: bool = True) -> Array | None:
         """``dy`` (N, H) -> ``dx`` (N, D); fills ``grads``.
 
         ``need_dx=False`` skips dL/dx, which the first layer of a network
@@ -79,18 +84,18 @@ class Dense(Layer):
 class ReLU(Layer):
     """``y = max(x, 0)``; ``dy/dx = 1`` where ``x > 0``, else 0."""
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         xp = get_array_module(x)
         y = xp.maximum(x, 0)
         self.cache = y
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         return relu_backward(dy, self._cached())
 
 
 @elementwise
-def relu_backward(xp, dy, y):
+def relu_backward(xp: ModuleType, dy: Array, y: Array) -> Array:
     """dL/dx from ``dy`` and ReLU's output ``y``; one kernel on CuPy."""
     return dy * (y > 0)  # dy/dx = 1[x > 0]  (y > 0 exactly where x > 0)
 
@@ -98,18 +103,18 @@ def relu_backward(xp, dy, y):
 class Tanh(Layer):
     """``y = tanh(x)``; ``dy/dx = 1 - y^2``."""
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         xp = get_array_module(x)
         y = xp.tanh(x)
         self.cache = y
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         return tanh_backward(dy, self._cached())
 
 
 @elementwise
-def tanh_backward(xp, dy, y):
+def tanh_backward(xp: ModuleType, dy: Array, y: Array) -> Array:
     """dL/dx from ``dy`` and tanh's output ``y``; one kernel on CuPy."""
     return dy * (1 - y * y)  # dy/dx = 1 - tanh(x)^2
 
@@ -117,23 +122,23 @@ def tanh_backward(xp, dy, y):
 class Sigmoid(Layer):
     """``y = 1 / (1 + exp(-x))``; ``dy/dx = y (1 - y)``."""
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         y = sigmoid(x)
         self.cache = y
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         return sigmoid_backward(dy, self._cached())
 
 
 @elementwise
-def sigmoid_backward(xp, dy, y):
+def sigmoid_backward(xp: ModuleType, dy: Array, y: Array) -> Array:
     """dL/dx from ``dy`` and the sigmoid's output ``y``; one kernel on CuPy."""
     return dy * y * (1 - y)  # dy/dx = sigmoid(x) (1 - sigmoid(x))
 
 
 @elementwise
-def sigmoid(xp, x):
+def sigmoid(xp: ModuleType, x: Array) -> Array:
     """Numerically stable logistic function, exact for any finite ``x``; one kernel on CuPy.
 
     Uses ``s = exp(-|x|)`` (never overflows): ``1 / (1 + s)`` for ``x >= 0``
@@ -142,7 +147,7 @@ def sigmoid(xp, x):
     return xp.exp(xp.minimum(x, 0)) / (1 + xp.exp(-xp.abs(x)))
 
 
-ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+ACTIVATIONS: dict[str, type[ReLU | Tanh | Sigmoid]] = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 
 
 class GaussianSample(Layer):
@@ -158,27 +163,27 @@ class GaussianSample(Layer):
     ``dL/dmu = dL/dz`` and ``dL/dlogvar = dL/dz * eps * sigma / 2``.
     """
 
-    def forward(self, mu, logvar, eps):
+    def forward(self, mu: Array, logvar: Array, eps: Array) -> Array:
         """``mu``, ``logvar``, ``eps`` all (N, K) -> ``z`` (N, K)."""
         z, sigma = gaussian_sample(mu, logvar, eps)
         self.cache = (sigma, eps)  # the *same* eps must be used in backward
         return z
 
-    def backward(self, dz):
+    def backward(self, dz: Array) -> tuple[Array, Array]:
         """``dz`` (N, K) -> ``(dmu, dlogvar)``, both (N, K)."""
         sigma, eps = self._cached()
         return gaussian_sample_backward(dz, sigma, eps)
 
 
 @elementwise
-def gaussian_sample(xp, mu, logvar, eps):
+def gaussian_sample(xp: ModuleType, mu: Array, logvar: Array, eps: Array) -> tuple[Array, Array]:
     """:class:`GaussianSample`'s forward: ``(z, sigma)``; one kernel on CuPy."""
     sigma = xp.exp(0.5 * logvar)  # sigma = exp(logvar / 2): logvar is log sigma^2
     return mu + sigma * eps, sigma
 
 
 @elementwise
-def gaussian_sample_backward(xp, dz, sigma, eps):
+def gaussian_sample_backward(xp: ModuleType, dz: Array, sigma: Array, eps: Array) -> tuple[Array, Array]:
     """:class:`GaussianSample`'s backward: ``(dmu, dlogvar)`` from ``dz``; one kernel on CuPy."""
     dmu = dz * 1  # dz/dmu = 1
     dsigma = dz * eps  # dz/dsigma = eps

@@ -26,9 +26,14 @@ four give log-probabilities, comparable with any other coder of the same
 levels in bits.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 
-from .backend import get_array_module, to_numpy
+from .backend import Array, get_array_module, to_numpy
 from .layers import sigmoid
 from .losses import (LOG_CONCENTRATION_MAX, SERIES_BELOW, bernoulli_nll, beta_binomial_nll, binomial_nll,
                      categorical_nll, continuous_bernoulli_nll, gaussian_nll, gaussian_nll_learned, log_binomial_table)
@@ -38,46 +43,65 @@ INTEGER_TOLERANCE = 1e-3  # how far n x may stray from a whole count (float32 ro
 BLOCK_ROWS = 4096  # data checks walk the data in blocks of rows, so their temporaries stay small
 
 
-def blocks(x):
+def blocks(x: Array) -> Iterator[Array]:
     """Consecutive blocks of ``BLOCK_ROWS`` rows of ``x``."""
     return (x[i:i + BLOCK_ROWS] for i in range(0, x.shape[0], BLOCK_ROWS))
 
 
 class Likelihood:
-    """Shared parts: the data's support is [0, 1] unless a subclass says otherwise."""
+    """Shared parts: the data's support is [0, 1] unless a subclass says otherwise.
 
-    name = None
-    title = None  # for messages
+    A likelihood is what ``VAE`` asks of ``p(x|z)``: ``nll`` (minus the log-probability of the data, with its
+    gradients), ``mean`` (the decoded image) and ``sample`` (a draw), each from the decoder's outputs.
+    """
+
+    name: str
+    title: str  # for messages
     unit_interval = True  # the data must lie in [0, 1]
     learned_variance = False  # a second decoder head, ``decoder.logvar``
     outputs = 1  # decoder outputs per pixel: ``decoder.out`` emits (N, D * outputs)
-    levels = None  # a pmf's number of pixel values 0..levels-1, stored as k / (levels - 1); None for a density
+    levels: int | None = None  # a pmf's number of pixel values 0..levels-1, stored as k / (levels - 1); None: a density
+
+    def nll(self, x: Array, out: Array, logvar: Array | None = None) -> tuple[Array, Array, Array | None]:
+        """``-log p(x|z)`` per example (N,) from the decoder's ``out`` (and learned ``logvar``), with its gradients
+        with respect to both (the second None without a learned variance)."""
+        raise NotImplementedError
+
+    def mean(self, out: Array, logvar: Array | None = None) -> Array:
+        """The mean image ``E[x|z]`` (N, D)."""
+        raise NotImplementedError
+
+    def sample(self, out: Array, logvar: Array | None, rng: np.random.Generator) -> Array:
+        """A draw ``x ~ p(x|z)`` (N, D), from ``rng``."""
+        raise NotImplementedError
 
     @property
-    def rescale(self):
+    def rescale(self) -> str:
         """How to bring data outside [0, 1] into it, for the message that refuses them."""
         if self.levels is not None and self.levels > 2:
             n = self.levels - 1
             return f"pass whole levels divided by {n} (x = k / {n} for k in 0..{n})"
         return "rescale the data (for 8-bit pixels divide by 255) or use likelihood='gaussian'"
 
-    def check(self, x, name="x"):
+    def check(self, x: Array, name: str = "x") -> None:
         """Raise ``ValueError`` if ``x`` (already checked for shape and finiteness) is outside the support."""
 
-    def caveat(self, x):
+    def caveat(self, x: Array) -> str | None:
         """A warning's text when ``nll`` on ``x`` is not a log-probability of ``x``, else None."""
         return None
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         """The constructor arguments of ``VAE`` that choose this likelihood."""
         return {"likelihood": self.name}
 
-    def counts(self, x):
+    def counts(self, x: Array) -> Array:
         """A pmf's data as whole levels ``k = (levels - 1) x``, int64, shaped like ``x``."""
+        if self.levels is None:
+            raise ValueError(f"the {self.title} likelihood is a density: its data are not whole levels")
         xp = get_array_module(x)
         return xp.rint(x * (self.levels - 1)).astype(xp.int64)
 
-    def log_pmf(self, out):
+    def log_pmf(self, out: Array) -> np.ndarray:
         """``log p(x_d = k / (levels - 1) | z)`` for every level ``k``: (N, D, levels), in float64 on the host.
 
         What bits-back coding codes pixels with; only a likelihood over a grid of levels has one.
@@ -89,7 +113,10 @@ class Likelihood:
 class Counts(Likelihood):
     """A pmf over ``levels`` equally spaced values ``k / (levels - 1)``: the data must lie on that grid."""
 
-    def check(self, x, name="x"):
+    levels: int
+    fix: str  # how to choose the grid, for the message that refuses data off it
+
+    def check(self, x: Array, name: str = "x") -> None:
         xp = get_array_module(x)
         n = self.levels - 1
         off = 0.0
@@ -109,23 +136,23 @@ class Bernoulli(Likelihood):
     title = "Bernoulli"
     levels = 2
 
-    def nll(self, x, out, logvar=None):
+    def nll(self, x: Array, out: Array, logvar: Array | None = None) -> tuple[Array, Array, Array | None]:
         nll, dout = bernoulli_nll(out, x)
         return nll, dout, None
 
-    def mean(self, out, logvar=None):
+    def mean(self, out: Array, logvar: Array | None = None) -> Array:
         return sigmoid(out)
 
-    def sample(self, out, logvar, rng):
+    def sample(self, out: Array, logvar: Array | None, rng: np.random.Generator) -> Array:
         xp = get_array_module(out)
         u = xp.asarray(rng.random(out.shape, dtype=out.dtype))
         return (u < sigmoid(out)).astype(out.dtype)
 
-    def log_pmf(self, out):
+    def log_pmf(self, out: Array) -> np.ndarray:
         logits = to_numpy(out).astype(np.float64)
         return -np.logaddexp(0, np.stack([logits, -logits], axis=2))  # log(1 - p), log p
 
-    def caveat(self, x):
+    def caveat(self, x: Array) -> str | None:
         grey = sum(int(((b != 0) & (b != 1)).sum()) for b in blocks(x))
         if grey == 0:
             return None
@@ -152,30 +179,30 @@ class Binomial(Counts):
     fix = ("choose the right trials (the largest count), or likelihood='categorical' with levels=n + 1 "
            "for another grid")
 
-    def __init__(self, trials):
+    def __init__(self, trials: int) -> None:
         self.trials = trials
         self.levels = trials + 1
 
-    def nll(self, x, out, logvar=None):
+    def nll(self, x: Array, out: Array, logvar: Array | None = None) -> tuple[Array, Array, Array | None]:
         nll, dout = binomial_nll(out, x, self.trials)
         return nll, dout, None
 
-    def mean(self, out, logvar=None):
+    def mean(self, out: Array, logvar: Array | None = None) -> Array:
         return sigmoid(out)  # E[k / n] = p
 
-    def sample(self, out, logvar, rng):
+    def sample(self, out: Array, logvar: Array | None, rng: np.random.Generator) -> Array:
         xp = get_array_module(out)
         k = rng.binomial(self.trials, to_numpy(sigmoid(out)).astype(np.float64))
         return xp.asarray((k / self.trials).astype(out.dtype))
 
-    def log_pmf(self, out):
+    def log_pmf(self, out: Array) -> np.ndarray:
         n = self.trials
         logits = to_numpy(out).astype(np.float64)[:, :, None]
         k = np.arange(n + 1)
         # log C(n, k) + k log p + (n - k) log(1 - p)
         return log_binomial_table(n) - k * np.logaddexp(0, -logits) - (n - k) * np.logaddexp(0, logits)
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"likelihood": self.name, "trials": self.trials}
 
 
@@ -192,42 +219,42 @@ class Categorical(Counts):
     title = "categorical"
     fix = "choose levels = the number of values each pixel takes (17 for the bundled digits, 256 for 8-bit images)"
 
-    def __init__(self, levels):
+    def __init__(self, levels: int) -> None:
         self.levels = levels
         self.outputs = levels
 
-    def split(self, out):
+    def split(self, out: Array) -> Array:
         return out.reshape(out.shape[0], -1, self.levels)  # (N, D, L)
 
-    def nll(self, x, out, logvar=None):
+    def nll(self, x: Array, out: Array, logvar: Array | None = None) -> tuple[Array, Array, Array | None]:
         logits = self.split(out)
         nll, dlogits = categorical_nll(logits, self.counts(x))
         return nll, dlogits.reshape(out.shape), None
 
-    def probs(self, out):
+    def probs(self, out: Array) -> Array:
         xp = get_array_module(out)
         logits = self.split(out)
         e = xp.exp(logits - logits.max(axis=2, keepdims=True))
         return e / e.sum(axis=2, keepdims=True)  # softmax over levels, (N, D, L)
 
-    def mean(self, out, logvar=None):
+    def mean(self, out: Array, logvar: Array | None = None) -> Array:
         xp = get_array_module(out)
         grid = xp.arange(self.levels, dtype=out.dtype) / (self.levels - 1)
         return self.probs(out) @ grid  # E[x_d] = sum_j p_dj j / (L - 1)
 
-    def sample(self, out, logvar, rng):
+    def sample(self, out: Array, logvar: Array | None, rng: np.random.Generator) -> Array:
         xp = get_array_module(out)
         cdf = self.probs(out).cumsum(axis=2)
         u = xp.asarray(rng.random(cdf.shape[:2], dtype=out.dtype))
         k = (cdf < u[:, :, None]).sum(axis=2)  # the first level whose cdf reaches u
         return (xp.minimum(k, self.levels - 1) / (self.levels - 1)).astype(out.dtype)
 
-    def log_pmf(self, out):
+    def log_pmf(self, out: Array) -> np.ndarray:
         logits = self.split(to_numpy(out).astype(np.float64))
         top = logits.max(axis=2, keepdims=True)
         return logits - top - np.log(np.exp(logits - top).sum(axis=2, keepdims=True))
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"likelihood": self.name, "levels": self.levels}
 
 
@@ -245,33 +272,33 @@ class BetaBinomial(Counts):
     outputs = 2
     fix = "choose the right trials (the largest count), or likelihood='categorical' for another grid"
 
-    def __init__(self, trials):
+    def __init__(self, trials: int) -> None:
         self.trials = trials
         self.levels = trials + 1
 
-    def split(self, out):
+    def split(self, out: Array) -> Array:
         return out.reshape(out.shape[0], -1, 2)  # (N, D, [log alpha, log beta])
 
-    def nll(self, x, out, logvar=None):
+    def nll(self, x: Array, out: Array, logvar: Array | None = None) -> tuple[Array, Array, Array | None]:
         nll, dout = beta_binomial_nll(self.split(out), x, self.trials)
         return nll, dout.reshape(out.shape), None
 
-    def mean(self, out, logvar=None):
+    def mean(self, out: Array, logvar: Array | None = None) -> Array:
         ab = self.split(out)
         return sigmoid(ab[:, :, 0] - ab[:, :, 1])  # alpha / (alpha + beta)
 
-    def concentrations(self, out):
+    def concentrations(self, out: Array) -> tuple[np.ndarray, np.ndarray]:
         """``alpha, beta`` as host float64 arrays (N, D, 1), clipped as the loss clips their logs."""
         logs = np.clip(self.split(to_numpy(out)).astype(np.float64), -LOG_CONCENTRATION_MAX, LOG_CONCENTRATION_MAX)
         return np.exp(logs[:, :, :1]), np.exp(logs[:, :, 1:])
 
-    def sample(self, out, logvar, rng):
+    def sample(self, out: Array, logvar: Array | None, rng: np.random.Generator) -> Array:
         xp = get_array_module(out)
         alpha, beta = self.concentrations(out)
         p = rng.beta(alpha[:, :, 0], beta[:, :, 0])
         return xp.asarray((rng.binomial(self.trials, p) / self.trials).astype(out.dtype))
 
-    def log_pmf(self, out):
+    def log_pmf(self, out: Array) -> np.ndarray:
         n = self.trials
         alpha, beta = self.concentrations(out)  # (N, D, 1)
         j = np.arange(n)
@@ -282,7 +309,7 @@ class BetaBinomial(Counts):
 
         return log_binomial_table(n) + rising(alpha) + rising(beta)[:, :, ::-1] - rising(alpha + beta)[:, :, -1:]
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"likelihood": self.name, "trials": self.trials}
 
 
@@ -297,7 +324,7 @@ class ContinuousBernoulli(Likelihood):
     name = "continuous_bernoulli"
     title = "continuous Bernoulli"
 
-    def caveat(self, x):
+    def caveat(self, x: Array) -> str | None:
         edge = sum(int(((b == 0) | (b == 1)).sum()) for b in blocks(x))
         if edge == 0:
             return None
@@ -307,11 +334,11 @@ class ContinuousBernoulli(Likelihood):
                 "for intensities strictly inside (0, 1); for quantised images choose a pmf over their levels "
                 "(likelihood='beta_binomial', 'categorical' or 'binomial'), or binarise them and use 'bernoulli'")
 
-    def nll(self, x, out, logvar=None):
+    def nll(self, x: Array, out: Array, logvar: Array | None = None) -> tuple[Array, Array, Array | None]:
         nll, dout = continuous_bernoulli_nll(out, x)
         return nll, dout, None
 
-    def mean(self, out, logvar=None):
+    def mean(self, out: Array, logvar: Array | None = None) -> Array:
         # E[x] = 1 / (1 - e^-l) - 1/l, written so that neither sign of l overflows; series near l = 0
         xp = get_array_module(out)
         a = xp.abs(out)
@@ -321,7 +348,7 @@ class ContinuousBernoulli(Likelihood):
         mean = xp.where(out > 0, 1.0, -xp.exp(-safe)) / q - xp.sign(out) / safe
         return xp.where(small, 0.5 + out / 12 - out * out * out / 720, mean).astype(out.dtype)
 
-    def sample(self, out, logvar, rng):
+    def sample(self, out: Array, logvar: Array | None, rng: np.random.Generator) -> Array:
         # the inverse of the CDF F(x) = (e^(l x) - 1) / (e^l - 1) at a uniform u
         xp = get_array_module(out)
         u = xp.asarray(rng.random(out.shape, dtype=out.dtype))
@@ -341,21 +368,21 @@ class Gaussian(Likelihood):
     title = "Gaussian"
     unit_interval = False
 
-    def __init__(self, std):
+    def __init__(self, std: float) -> None:
         self.std = std
 
-    def nll(self, x, out, logvar=None):
+    def nll(self, x: Array, out: Array, logvar: Array | None = None) -> tuple[Array, Array, Array | None]:
         nll, dout = gaussian_nll(x, out, self.std)
         return nll, dout, None
 
-    def mean(self, out, logvar=None):
+    def mean(self, out: Array, logvar: Array | None = None) -> Array:
         return out
 
-    def sample(self, out, logvar, rng):
+    def sample(self, out: Array, logvar: Array | None, rng: np.random.Generator) -> Array:
         xp = get_array_module(out)
         return out + self.std * xp.asarray(rng.standard_normal(out.shape, dtype=out.dtype))
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"likelihood": self.name, "decoder_std": self.std}
 
 
@@ -374,38 +401,47 @@ class LearnedGaussian(Gaussian):
     MIN_LOGVAR = -9.0
     learned_variance = True
 
-    def __init__(self):
-        super().__init__("learned")
+    def __init__(self) -> None:
+        pass  # no fixed standard deviation: the decoder's second head gives one per pixel
 
-    def nll(self, x, out, logvar):
+    def config(self) -> dict[str, Any]:
+        return {"likelihood": self.name, "decoder_std": "learned"}
+
+    def nll(self, x: Array, out: Array, logvar: Array | None = None) -> tuple[Array, Array, Array | None]:
+        if logvar is None:
+            raise ValueError("the learned-variance Gaussian needs the decoder's log-variance head's output")
         xp = get_array_module(logvar)
         floored = xp.maximum(logvar, self.MIN_LOGVAR)
         nll, dout, dlogvar = gaussian_nll_learned(x, out, floored)
         dlogvar *= logvar > self.MIN_LOGVAR  # below the floor the variance is constant
         return nll, dout, dlogvar
 
-    def sample(self, out, logvar, rng):
+    def sample(self, out: Array, logvar: Array | None, rng: np.random.Generator) -> Array:
         xp = get_array_module(out)
         sigma = xp.exp(0.5 * xp.maximum(logvar, self.MIN_LOGVAR))
         return out + sigma * xp.asarray(rng.standard_normal(out.shape, dtype=out.dtype))
 
 
-def decoder_outputs(likelihood, levels=None):
+def decoder_outputs(likelihood: str, levels: int | None = None) -> int:
     """How many numbers per pixel the decoder emits for ``likelihood`` (a known name): a categorical's ``levels``."""
     classes = {cls.name: cls for cls in (Bernoulli, Binomial, Categorical, BetaBinomial, ContinuousBernoulli, Gaussian)}
-    return levels if likelihood == "categorical" else classes[likelihood].outputs
+    if likelihood == "categorical":
+        if levels is None:
+            raise ValueError("the categorical likelihood needs levels, the number of values a pixel takes")
+        return levels
+    return classes[likelihood].outputs
 
 
-def make(likelihood, decoder_std=1.0, trials=None, levels=None):
+def make(likelihood: str, decoder_std: float | str = 1.0, trials: int | None = None,
+         levels: int | None = None) -> Likelihood:
     """The likelihood object for ``VAE``'s arguments (already checked for type)."""
     if likelihood == "bernoulli":
         return Bernoulli()
-    if likelihood == "binomial":
-        return Binomial(trials)
-    if likelihood == "beta_binomial":
-        return BetaBinomial(trials)
-    if likelihood == "categorical":
-        return Categorical(levels)
     if likelihood == "continuous_bernoulli":
         return ContinuousBernoulli()
-    return LearnedGaussian() if decoder_std == "learned" else Gaussian(decoder_std)
+    if likelihood == "gaussian":
+        return LearnedGaussian() if decoder_std == "learned" else Gaussian(float(decoder_std))
+    size = levels if likelihood == "categorical" else trials
+    if size is None:
+        raise ValueError(f"the {likelihood} likelihood needs {'levels' if likelihood == 'categorical' else 'trials'}")
+    return {"binomial": Binomial, "beta_binomial": BetaBinomial, "categorical": Categorical}[likelihood](size)

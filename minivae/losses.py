@@ -7,16 +7,19 @@ input, with that input's shape. Densities are complete, constants included,
 so likelihoods are comparable across models.
 """
 
+from __future__ import annotations
+
 import math
+from types import ModuleType
 
 import numpy as np
 
-from .backend import elementwise, get_array_module
+from .backend import Array, elementwise, get_array_module
 
 LOG_2PI = math.log(2 * math.pi)
 
 
-def bernoulli_nll(logits, x):
+def bernoulli_nll(logits: Array, x: Array) -> tuple[Array, Array]:
     """``-log p(x | logits)`` for independent Bernoulli pixels.
 
     Parameters
@@ -42,7 +45,7 @@ def bernoulli_nll(logits, x):
 
 
 @elementwise
-def bernoulli_terms(xp, logits, x):
+def bernoulli_terms(xp: ModuleType, logits: Array, x: Array) -> tuple[Array, Array]:
     """:func:`bernoulli_nll` per pixel, before the sum: ``(nll (N, D), dlogits (N, D))``; one kernel on CuPy."""
     s = xp.exp(-xp.abs(logits))  # exp(-|l|), in (0, 1]: safe for |l| up to the float range
     nll = xp.maximum(logits, 0) + xp.log1p(s) - x * logits  # softplus(l) - x l
@@ -52,7 +55,7 @@ def bernoulli_terms(xp, logits, x):
     return nll, dlogits
 
 
-def binomial_nll(logits, x, n, log_binom=None):
+def binomial_nll(logits: Array, x: Array, n: int, log_binom: Array | None = None) -> tuple[Array, Array]:
     """``-log p(k | logits)`` for independent Binomial(n, sigmoid(l)) counts ``k = n x``.
 
     Parameters
@@ -85,12 +88,12 @@ def binomial_nll(logits, x, n, log_binom=None):
     return nll - log_binom, dlogits
 
 
-def log_binomial_table(n):
+def log_binomial_table(n: int) -> np.ndarray:
     """``log C(n, k)`` for ``k = 0..n``, a host float64 array of ``n + 1`` entries."""
     return np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(n + 1)])
 
 
-def log_binomial_coefficients(x, n):
+def log_binomial_coefficients(x: Array, n: int) -> Array:
     """``sum_d log C(n, n x_d)`` per example, shape (N,), for proportions ``x`` of ``n`` trials."""
     xp = get_array_module(x)
     table = xp.asarray(log_binomial_table(n))
@@ -98,7 +101,7 @@ def log_binomial_coefficients(x, n):
     return table[k].sum(axis=1)
 
 
-def categorical_nll(logits, k):
+def categorical_nll(logits: Array, k: Array) -> tuple[Array, Array]:
     """``-log p(k | logits)`` for independent categorical pixels over ``L`` levels.
 
     Parameters
@@ -134,7 +137,7 @@ def categorical_nll(logits, k):
 LOG_CONCENTRATION_MAX = 12.0  # the beta-binomial's log alpha and log beta are clipped to +-this
 
 
-def beta_binomial_nll(out, x, n, log_binom=None):
+def beta_binomial_nll(out: Array, x: Array, n: int, log_binom: Array | None = None) -> tuple[Array, Array]:
     """``-log p(k | alpha, beta)`` for independent beta-binomial counts ``k = n x`` of ``n`` trials.
 
     Parameters
@@ -205,7 +208,7 @@ def beta_binomial_nll(out, x, n, log_binom=None):
 SERIES_BELOW = 1e-2  # |l| under which the continuous Bernoulli's normaliser, mean and sampler use their series
 
 
-def continuous_bernoulli_log_norm(logits):
+def continuous_bernoulli_log_norm(logits: Array) -> tuple[Array, Array]:
     """``log C(l)`` of the continuous Bernoulli and its derivative, each shaped like ``logits``.
 
     Notes
@@ -233,7 +236,7 @@ def continuous_bernoulli_log_norm(logits):
     return log_c, dlog_c
 
 
-def continuous_bernoulli_nll(logits, x):
+def continuous_bernoulli_nll(logits: Array, x: Array) -> tuple[Array, Array]:
     """``-log p(x | logits)`` for independent continuous Bernoulli pixels ``x`` in [0, 1].
 
     Returns ``(nll (N,), dlogits (N, D))``.
@@ -250,7 +253,7 @@ def continuous_bernoulli_nll(logits, x):
     return nll - log_c.sum(axis=1), dlogits
 
 
-def gaussian_nll(x, mean, std):
+def gaussian_nll(x: Array, mean: Array, std: float) -> tuple[Array, Array]:
     """``-log N(x; mean, std^2 I)`` with a fixed scalar standard deviation.
 
     Returns ``(nll (N,), dmean (N, D))``.
@@ -267,7 +270,7 @@ def gaussian_nll(x, mean, std):
     return nll, dmean
 
 
-def gaussian_nll_learned(x, mean, logvar):
+def gaussian_nll_learned(x: Array, mean: Array, logvar: Array) -> tuple[Array, Array, Array]:
     """``-log N(x; mean, diag(exp(logvar)))`` with a per-pixel learned log-variance.
 
     Returns ``(nll (N,), dmean (N, D), dlogvar (N, D))``.
@@ -288,7 +291,7 @@ def gaussian_nll_learned(x, mean, logvar):
     return nll, dmean, dlogvar
 
 
-def kl_standard_normal(mu, logvar):
+def kl_standard_normal(mu: Array, logvar: Array) -> tuple[Array, Array, Array]:
     """``KL(N(mu, diag(sigma^2)) || N(0, I))`` per example, with ``sigma^2 = exp(logvar)``.
 
     Returns ``(kl (N,), dmu (N, K), dlogvar (N, K))``.
@@ -304,7 +307,7 @@ def kl_standard_normal(mu, logvar):
 
 
 @elementwise
-def kl_per_dimension(xp, mu, logvar):
+def kl_per_dimension(xp: ModuleType, mu: Array, logvar: Array) -> tuple[Array, Array, Array]:
     """The KL of ``kl_standard_normal`` before summing over dimensions: ``(N, K)`` each; one kernel on CuPy."""
     var = xp.exp(logvar)
     kl = 0.5 * (mu * mu + var - logvar - 1)
@@ -313,7 +316,7 @@ def kl_per_dimension(xp, mu, logvar):
     return kl, dmu, dlogvar
 
 
-def gaussian_log_density(z, mu, logvar):
+def gaussian_log_density(z: Array, mu: Array, logvar: Array) -> Array:
     """``log N(z; mu, diag(exp(logvar)))`` summed over the last axis."""
     xp = get_array_module(z, mu, logvar)
     diff = z - mu

@@ -1,15 +1,21 @@
 """The variational autoencoder: encoder, reparameterised sample, decoder, ELBO and its gradient."""
 
+from __future__ import annotations
+
 import math
 import os
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any, cast
 
 import numpy as np
 
-from .backend import check_memory, elementwise, get_array_module, name_of, resolve, to_backend
+from .backend import Array, check_memory, elementwise, get_array_module, name_of, resolve, to_backend
 from .layers import ACTIVATIONS, Dense, GaussianSample
 from .likelihoods import NAMES as LIKELIHOODS
 from .likelihoods import make as make_likelihood
 from .losses import LOG_2PI, kl_per_dimension
+from .optim import Optimizer
 from .validation import as_batch, check_choice, check_positive, check_samples, check_seed
 
 DTYPES = ("float32", "float64")
@@ -84,16 +90,16 @@ class VAE:
         step, running totals), for :meth:`fit` to go on from; saved with the model.
     """
 
-    def __init__(self, input_dim, hidden_dims=(400,), latent_dim=20, activation="relu",
-                 likelihood="bernoulli", decoder_std=1.0, beta=1.0, dtype="float32",
-                 backend=None, seed=0, trials=None, n_classes=None, levels=None):
+    def __init__(self, input_dim: int, hidden_dims: int | Sequence[int] = (400,), latent_dim: int = 20,
+                 activation: str = "relu", likelihood: str = "bernoulli", decoder_std: float | str = 1.0,
+                 beta: float = 1.0, dtype: str = "float32", backend: str | None = None, seed: int | None = 0,
+                 trials: int | None = None, n_classes: int | None = None, levels: int | None = None) -> None:
         # Every setting is checked and kept as a plain Python value, so a checkpoint can always be written.
         self.input_dim = check_positive("input_dim", input_dim, integer=True)
-        if isinstance(hidden_dims, (int, np.integer)):
-            hidden_dims = (hidden_dims,)
-        if isinstance(hidden_dims, str):
+        sizes = (hidden_dims,) if isinstance(hidden_dims, (int, np.integer)) else hidden_dims
+        if isinstance(sizes, str):
             raise ValueError(f"hidden_dims must be a sequence of integers like (400, 200); got {hidden_dims!r}")
-        self.hidden_dims = tuple(check_positive("each hidden size", h, integer=True) for h in hidden_dims)
+        self.hidden_dims = tuple(check_positive("each hidden size", h, integer=True) for h in sizes)
         self.latent_dim = check_positive("latent_dim", latent_dim, integer=True)
         self.activation = check_choice("activation", activation, ("relu", "tanh"))
         self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
@@ -107,13 +113,13 @@ class VAE:
         self.likelihood_ = make_likelihood(self.likelihood, self.decoder_std, self.trials, self.levels)
         self.beta = check_positive("beta", beta, allow_zero=True)
         self.dtype = _check_dtype(dtype)
-        self.seed = int(np.random.SeedSequence().entropy) if seed is None else check_seed(seed)
+        self.seed = int(cast(int, np.random.SeedSequence().entropy)) if seed is None else check_seed(seed)
         self.rng_ = np.random.default_rng(self.seed)
         self.eval_rng_ = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(1)[0])
-        self.history_ = []
-        self.optimizer_ = None
-        self.partial_epoch_ = None
-        self.stopped_by_ = None
+        self.history_: list[dict[str, Any]] = []
+        self.optimizer_: Optimizer | None = None
+        self.partial_epoch_: dict[str, Any] | None = None
+        self.stopped_by_: str | None = None
         shapes = self._param_shapes()
         _check_size(shapes, self.dtype)
         flat = _init_params(shapes, self.rng_, self.dtype)
@@ -121,10 +127,10 @@ class VAE:
 
     # ------------------------------------------------------------------ structure
     @property
-    def learned_variance(self):
+    def learned_variance(self) -> bool:
         return self.likelihood == "gaussian" and self.decoder_std == "learned"
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """The constructor arguments, as plain Python values."""
         return {
             "input_dim": self.input_dim, "hidden_dims": list(self.hidden_dims),
@@ -167,7 +173,7 @@ class VAE:
         self._out = dense("decoder.out")
         self._dec_logvar = dense("decoder.logvar") if self.learned_variance else None
 
-    def to(self, backend_name):
+    def to(self, backend_name: str) -> VAE:
         """Move the model (parameters and optimiser state) to ``"numpy"`` or ``"cupy"``; returns self."""
         xp = resolve(backend_name)
         self._bind(to_backend(self.flat_params, xp))
@@ -176,7 +182,7 @@ class VAE:
         return self
 
     @property
-    def n_params(self):
+    def n_params(self) -> int:
         return int(self.flat_params.size)
 
     def __repr__(self):
@@ -189,14 +195,14 @@ class VAE:
     # are the building blocks that the training loop and minivae.evaluate share. They take arrays already checked
     # (checked_input) and on the model's device, and check nothing themselves; the public methods below
     # (encode, decode, loss_and_grads, ...) check their inputs first.
-    def encoder_forward(self, x, onehot=None):
+    def encoder_forward(self, x: Array, onehot: Array | None = None) -> tuple[Array, Array]:
         """``x`` (N, D) (and a conditional model's one-hot labels (N, C)) -> ``mu``, ``logvar`` (N, K)."""
         h = x if onehot is None else self.xp.concatenate([x, onehot], axis=1)  # (N, D + C)
         for dense, act in self._encoder:
             h = act.forward(dense.forward(h))  # (N, H_i)
         return self._mu_head.forward(h), self._logvar_head.forward(h)
 
-    def decoder_forward(self, z, onehot=None):
+    def decoder_forward(self, z: Array, onehot: Array | None = None) -> tuple[Array, Array | None]:
         """``z`` (N, K) (and one-hot labels) -> decoder output (N, D * outputs) and the learned logvar (N, D) or None.
 
         The output is what the likelihood reads: a logit or mean per pixel,
@@ -207,10 +213,10 @@ class VAE:
         for dense, act in self._decoder:
             h = act.forward(dense.forward(h))  # (N, H_i)
         out = self._out.forward(h)
-        logvar = self._dec_logvar.forward(h) if self.learned_variance else None
+        logvar = None if self._dec_logvar is None else self._dec_logvar.forward(h)
         return out, logvar
 
-    def nll(self, x, out, dec_logvar):
+    def nll(self, x: Array, out: Array, dec_logvar: Array | None) -> tuple[Array, Array, Array | None]:
         """``-log p(x|z)`` per example and its gradients w.r.t. the decoder's outputs."""
         return self.likelihood_.nll(x, out, dec_logvar)
 
@@ -218,7 +224,7 @@ class VAE:
     def _decode_backward(self, dout, ddec_logvar):
         """dL/d(decoder outputs) -> dL/dz, filling the decoder's gradients."""
         dh = self._out.backward(dout)
-        if self.learned_variance:
+        if self._dec_logvar is not None:
             dh += self._dec_logvar.backward(ddec_logvar)  # both heads read the same h
         for dense, act in reversed(self._decoder):
             dh = dense.backward(act.backward(dh))
@@ -236,7 +242,8 @@ class VAE:
             dense, act = self._encoder[i]
             dh = dense.backward(act.backward(dh), need_dx=i > 0)
 
-    def forward_backward(self, x, eps, kl_weight=None, free_bits=0.0, onehot=None):
+    def forward_backward(self, x: Array, eps: Array, kl_weight: float | None = None, free_bits: float = 0.0,
+                         onehot: Array | None = None) -> Array:
         """One pass over a checked batch: fills ``flat_grads`` and returns ``stats``, three 0-d device arrays.
 
         ``stats`` is ``(loss, rec, kl)``: ``loss = mean_n [ -log p(x_n|z_n) ] +
@@ -281,7 +288,7 @@ class VAE:
         self._encode_backward(dmu, dlogvar)
         return stats
 
-    def iwae_forward_backward(self, x, eps, onehot=None):
+    def iwae_forward_backward(self, x: Array, eps: Array, onehot: Array | None = None) -> Array:
         """The K-sample importance-weighted bound (Burda et al., 2016) over a checked batch; fills ``flat_grads``.
 
         ``eps`` is (K, N, L). Returns ``stats`` as :meth:`forward_backward` does,
@@ -334,14 +341,14 @@ class VAE:
         return stats
 
     # ------------------------------------------------------------------ checked inputs
-    def checked_input(self, x, name="x"):
+    def checked_input(self, x: Any, name: str = "x") -> Array:
         """``x`` as an (N, D) array on the model's device and in its dtype, after checking it fits the likelihood."""
         a = as_batch(x, self.xp, self.dtype, self.input_dim, name=name, unit_interval=self.likelihood_.unit_interval,
                      what=f"the {self.likelihood_.title} likelihood", rescale=self.likelihood_.rescale)
         self.likelihood_.check(a, name)
         return a
 
-    def one_hot(self, y, n, name="y"):
+    def one_hot(self, y: Any, n: int, name: str = "y") -> Array | None:
         """Check labels for ``n`` examples and return them one-hot, (n, C) on the model's device; None if unconditional.
 
         ``y`` is a sequence of ``n`` integers in ``0..n_classes-1``, or one integer for all ``n``.
@@ -382,7 +389,7 @@ class VAE:
             raise ValueError(f"eps has {eps.shape[0]} rows but x has {n}; pass eps of shape ({n}, {self.latent_dim})")
         return eps
 
-    def draw_normal(self, shape, rng=None):
+    def draw_normal(self, shape: tuple[int, ...], rng: np.random.Generator | None = None) -> Array:
         """Standard normal noise of ``shape`` on the model's device, from ``rng`` (default: training's ``rng_``).
 
         It is drawn on the host from the seeded generator and then moved, so
@@ -390,13 +397,14 @@ class VAE:
         """
         return self.xp.asarray(self.host_normal(shape, rng))
 
-    def host_normal(self, shape, rng=None):
+    def host_normal(self, shape: tuple[int, ...], rng: np.random.Generator | None = None) -> np.ndarray:
         """:meth:`draw_normal`'s draw, left on the host as a NumPy array (``minivae.noise`` draws it ahead)."""
         rng = self.rng_ if rng is None else rng
         return rng.standard_normal(shape, dtype=self.dtype)
 
     # ------------------------------------------------------------------ public API
-    def loss_and_grads(self, x, eps=None, kl_weight=None, free_bits=0.0, objective="elbo", n_samples=1, y=None):
+    def loss_and_grads(self, x: Array, eps: Array | None = None, kl_weight: float | None = None, free_bits: float = 0.0,
+                       objective: str = "elbo", n_samples: int = 1, y: Any = None) -> tuple[float, dict[str, Array]]:
         """The training loss and its gradient with respect to every parameter.
 
         Parameters
@@ -439,7 +447,8 @@ class VAE:
             stats = self.forward_backward(x, self._eps(eps, x.shape[0]), kl_weight, free_bits, onehot)
         return float(stats[0]), {name: g.copy() for name, g in self._grads.items()}
 
-    def check_objective(self, objective, n_samples, kl_weight=None, free_bits=0.0, warmup_epochs=0):
+    def check_objective(self, objective: str, n_samples: int, kl_weight: float | None = None, free_bits: float = 0.0,
+                        warmup_epochs: int = 0) -> tuple[str, int]:
         """Check a training objective and its options; returns ``(objective, n_samples)``, the name in lower case."""
         objective = check_choice("objective", objective, ("elbo", "iwae"))
         K = check_positive("n_samples", n_samples, integer=True)
@@ -464,23 +473,23 @@ class VAE:
                              f"got shape {eps.shape}")
         return eps
 
-    def encode(self, x, y=None):
+    def encode(self, x: Any, y: Any = None) -> tuple[Array, Array]:
         """The posterior ``q(z|x)`` (``q(z|x, y)`` for a conditional model): ``(mu, logvar)``, each (N, K)."""
         x = self.checked_input(x)
         return self.encoder_forward(x, self.one_hot(y, x.shape[0]))
 
-    def decode(self, z, y=None):
+    def decode(self, z: Any, y: Any = None) -> Array:
         """The mean ``E[x|z]`` of ``p(x|z)`` (or ``p(x|z, y)``), (N, D): pixel probabilities for the Bernoulli, and so on."""
         z = self._latents(z)
         out, logvar = self.decoder_forward(z, self.one_hot(y, z.shape[0]))
         return self.likelihood_.mean(out, logvar)
 
-    def reconstruct(self, x, y=None):
+    def reconstruct(self, x: Any, y: Any = None) -> Array:
         """Decode the posterior mean of each input: ``decode(encode(x)[0])``."""
         mu, _ = self.encode(x, y)
         return self.decode(mu, y)
 
-    def sample(self, n, mean=True, y=None):
+    def sample(self, n: int, mean: bool = True, y: Any = None) -> Array:
         """``n`` draws from the model, (n, D): ``z ~ N(0, I)``, then ``E[x|z]`` (``mean=True``) or ``x ~ p(x|z)``.
 
         The noise comes from ``eval_rng_``. Images are usually shown as means:
@@ -497,7 +506,7 @@ class VAE:
             return self.likelihood_.mean(out, logvar)
         return self.likelihood_.sample(out, logvar, self.eval_rng_)
 
-    def elbo(self, x, n_samples=1, eps=None, y=None):
+    def elbo(self, x: Any, n_samples: int = 1, eps: Array | None = None, y: Any = None) -> Array:
         """Per-example ELBO ``E_q[log p(x|z)] - KL(q(z|x) || p(z))`` in nats, shape (N,).
 
         The expectation is estimated with ``n_samples`` reparameterised draws
@@ -516,7 +525,8 @@ class VAE:
             rec = rec + self.nll(x, *self.decoder_forward(z, onehot))[0]
         return -(rec / n_samples) - kl
 
-    def log_likelihood(self, x, n_samples=1000, y=None, ess=False):
+    def log_likelihood(self, x: Any, n_samples: int = 1000, y: Any = None,
+                       ess: bool = False) -> Array | tuple[Array, np.ndarray]:
         """Importance-weighted estimate of ``log p(x)`` (``log p(x|y)``) per example (see :func:`minivae.evaluate.log_likelihood`).
 
         ``ess=True`` returns ``(log_p, ess)``, with each example's effective sample size.
@@ -524,9 +534,10 @@ class VAE:
         from .evaluate import log_likelihood
         return log_likelihood(self, x, n_samples, y=y, ess=ess)
 
-    def fit(self, x, epochs=10, *, batch_size=128, lr=1e-3, optimizer="adam", validation=None, progress=True,
-            binarize=None, warmup_epochs=0, free_bits=0.0, eval_batch_size=1000, objective="elbo", n_samples=1,
-            y=None):
+    def fit(self, x: Any, epochs: int = 10, *, batch_size: int = 128, lr: float = 1e-3, optimizer: str = "adam",
+            validation: Any = None, progress: bool = True, binarize: str | None = None, warmup_epochs: int = 0,
+            free_bits: float = 0.0, eval_batch_size: int = 1000, objective: str = "elbo", n_samples: int = 1,
+            y: Any = None) -> VAE:
         """Train on ``x`` (N, D) with minibatch Adam or SGD; returns ``self``.
 
         The parameters are those of :func:`minivae.training.fit`, which documents each.
@@ -536,20 +547,21 @@ class VAE:
                    progress=progress, binarize=binarize, warmup_epochs=warmup_epochs, free_bits=free_bits,
                    eval_batch_size=eval_batch_size, objective=objective, n_samples=n_samples, y=y)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write a checkpoint (see :func:`minivae.checkpoint.save`)."""
         from .checkpoint import save
         save(self, path)
 
     @classmethod
-    def load(cls, path, backend=None):
+    def load(cls, path: str | os.PathLike[str], backend: str | None = None) -> VAE:
         """Read a checkpoint onto a backend (see :func:`minivae.checkpoint.load`)."""
         from .checkpoint import load
         return load(path, backend=backend)
 
 
 @elementwise
-def plus_kl_gradient(xp, dmu, dlogvar, dmu_kl, dlogvar_kl, scale):
+def plus_kl_gradient(xp: ModuleType, dmu: Array, dlogvar: Array, dmu_kl: Array, dlogvar_kl: Array,
+                     scale: float) -> tuple[Array, Array]:
     """The sampler's gradients plus ``scale`` times the KL's: the KL term also depends on ``mu`` and ``logvar`` directly.
 
     ``scale`` is the KL's weight over the batch size, since the loss is a batch mean. One kernel on CuPy.
@@ -557,7 +569,8 @@ def plus_kl_gradient(xp, dmu, dlogvar, dmu_kl, dlogvar_kl, scale):
     return dmu + scale * dmu_kl, dlogvar + scale * dlogvar_kl
 
 
-def param_shapes(input_dim, hidden_dims, latent_dim, learned_variance=False, n_classes=0, outputs=1):
+def param_shapes(input_dim: int, hidden_dims: Sequence[int], latent_dim: int, learned_variance: bool = False,
+                 n_classes: int = 0, outputs: int = 1) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every parameter of a VAE with this structure, in forward order.
 
     The encoder is ``input_dim -> hidden_dims... -> (mu, logvar)``; the decoder
@@ -566,7 +579,7 @@ def param_shapes(input_dim, hidden_dims, latent_dim, learned_variance=False, n_c
     learned. A conditional model's first encoder and decoder layers read
     ``n_classes`` more inputs, the one-hot label.
     """
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
 
     def dense(prefix, fan_in, fan_out):
         shapes[f"{prefix}.W"] = (fan_in, fan_out)

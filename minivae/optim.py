@@ -13,10 +13,16 @@ loops of :mod:`minivae.fused` instead, and CuPy arrays by the CUDA kernels of
 ``MINIVAE_FAST=0`` forces the NumPy-style update on either backend.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
 import numpy as np
 
 from . import fused, gpu_kernels
-from .backend import get_array_module, to_backend
+from .backend import Array, get_array_module, to_backend
 from .chunks import for_each_chunk
 from .validation import check_positive
 
@@ -30,11 +36,11 @@ class UndoRecord:
     copies them before updating; a compiled step writes them in its one pass.
     """
 
-    def __init__(self):
-        self.arrays = {}
+    def __init__(self) -> None:
+        self.arrays: dict[str, Array] = {}
         self.complete = False
 
-    def buffers(self, names, like):
+    def buffers(self, names: Sequence[str], like: Array) -> list[Array]:
         """The buffers for ``names``, allocated like ``like`` where missing or mismatched."""
         for name in names:
             buf = self.arrays.get(name)
@@ -42,7 +48,7 @@ class UndoRecord:
                 self.arrays[name] = get_array_module(like).empty_like(like)
         return [self.arrays[name] for name in names]
 
-    def save(self, **arrays):
+    def save(self, **arrays: Array) -> None:
         """Copy each named array into its buffer, then mark the record complete."""
         for (name, a), buf in zip(arrays.items(), self.buffers(list(arrays), next(iter(arrays.values())))):
             buf[...] = a
@@ -58,16 +64,16 @@ class Optimizer:
     checked again on the way back in.
     """
 
-    def __init__(self, lr):
+    def __init__(self, lr: float) -> None:
         self.lr = check_positive("lr", lr)
         self.t = 0
-        self.state = {}
+        self.state: dict[str, Array] = {}
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         """The constructor's arguments, as plain Python values."""
         return {"lr": self.lr}
 
-    def state_names(self):
+    def state_names(self) -> tuple[str, ...]:
         """The names of the state arrays that ``step`` keeps."""
         return ()
 
@@ -76,11 +82,11 @@ class Optimizer:
             self.state[name] = get_array_module(like).zeros_like(like)
         return self.state[name]
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """``{"t": int, name: array, ...}``: everything needed to resume exactly."""
         return {"t": self.t, **self.state}
 
-    def load_state_dict(self, state, like=None):
+    def load_state_dict(self, state: Mapping[str, Any], like: Array = None) -> None:
         """Restore what :meth:`state_dict` returned, after checking it.
 
         ``t`` must be an integer >= 0; after any step, each array of
@@ -103,12 +109,12 @@ class Optimizer:
             self.check_state(name, a)
         self.t, self.state = int(t), state
 
-    def check_state(self, name, a):
+    def check_state(self, name: str, a: Any) -> None:
         """Raise ``ValueError`` unless the state array ``a`` is one this optimiser could have made."""
         if not bool(get_array_module(a).isfinite(a).all()):
             raise ValueError(f"optimiser state {name!r} holds NaN or inf")
 
-    def to(self, xp):
+    def to(self, xp: ModuleType) -> None:
         """Move the state arrays to the array module ``xp``."""
         self.state = {k: to_backend(v, xp) for k, v in self.state.items()}
 
@@ -122,17 +128,17 @@ class SGD(Optimizer):
     is plain ``w <- w - lr * dw``.
     """
 
-    def __init__(self, lr=0.01, momentum=0.9):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)
         self.momentum = check_positive("momentum", momentum, allow_zero=True)
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "momentum": self.momentum}
 
-    def state_names(self):
+    def state_names(self) -> tuple[str, ...]:
         return ("v",) if self.momentum else ()
 
-    def step(self, w, dw, saved=None):
+    def step(self, w: Array, dw: Array, saved: UndoRecord | None = None) -> None:
         """Update ``w`` in place from ``dw``; an :class:`UndoRecord` ``saved`` receives what it changes."""
         v = self._buffer("v", w) if self.momentum else w  # without momentum, v is never read
         xp = get_array_module(w, dw)
@@ -145,14 +151,13 @@ class SGD(Optimizer):
                 saved.complete = True
         elif fused.enabled() and xp is np:
             one = w.dtype.type
-            save = saved is not None
-            if save:  # without momentum there is no v to save, and the kernel never reads saved_v
-                saved_w, *saved_v = saved.buffers(names, w)
-                saved_v = saved_v[0] if saved_v else saved_w
+            if saved is not None:  # without momentum there is no v to save, and the kernel never reads saved_v
+                saved_w, *more = saved.buffers(names, w)
+                saved_v = more[0] if more else saved_w
             else:
                 saved_w = saved_v = w
-            fused.sgd(w, dw, v, one(self.lr), one(self.momentum), saved_w, saved_v, save)
-            if save:
+            fused.sgd(w, dw, v, one(self.lr), one(self.momentum), saved_w, saved_v, saved is not None)
+            if saved is not None:
                 saved.complete = True
         elif self.momentum == 0:
             if saved is not None:
@@ -188,7 +193,7 @@ class Adam(Optimizer):
 
     FLUSH_EVERY = 16
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         super().__init__(lr)
         try:
             b1, b2 = (check_positive("each of Adam's betas", b, allow_zero=True) for b in betas)
@@ -199,18 +204,18 @@ class Adam(Optimizer):
         self.b1, self.b2 = b1, b2
         self.eps = check_positive("eps", eps)
 
-    def hyperparameters(self):
+    def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr, "betas": [self.b1, self.b2], "eps": self.eps}
 
-    def state_names(self):
+    def state_names(self) -> tuple[str, ...]:
         return ("m", "v")
 
-    def check_state(self, name, a):
+    def check_state(self, name: str, a: Any) -> None:
         super().check_state(name, a)
         if name == "v" and bool((a < 0).any()):
             raise ValueError("Adam's second moment 'v' has negative entries; it is a running mean of squares")
 
-    def step(self, w, dw, saved=None):
+    def step(self, w: Array, dw: Array, saved: UndoRecord | None = None) -> None:
         """Update ``w`` in place from ``dw``; an :class:`UndoRecord` ``saved`` receives what it changes."""
         t = self.t + 1  # counted in self.t only once the update is complete
         xp = get_array_module(w, dw)
@@ -231,10 +236,9 @@ class Adam(Optimizer):
             self.t = t
             return
         if fused.enabled() and xp is np:  # the same update, compiled into one pass (see minivae.fused)
-            save = saved is not None
-            buffers = saved.buffers(("w", "m", "v"), w) if save else (w, m, v)
-            fused.adam(w, dw, m, v, *scalars, *buffers, save)
-            if save:
+            in_place = [w, m, v] if saved is None else saved.buffers(("w", "m", "v"), w)
+            fused.adam(w, dw, m, v, *scalars, *in_place, saved is not None)
+            if saved is not None:
                 saved.complete = True
             self.t = t
             return

@@ -5,8 +5,12 @@ they need no display, hold no global state, and never call ``show()``. In a
 notebook, a figure left as a cell's value is drawn inline.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Mapping, Sequence
 from statistics import NormalDist
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -15,8 +19,11 @@ from matplotlib.ticker import MaxNLocator
 from .backend import to_numpy
 from .validation import check_positive
 
+if TYPE_CHECKING:  # names for annotations alone, not imported at run time
+    from .model import VAE
 
-def image_shape(d):
+
+def image_shape(d: int) -> tuple[int, int]:
     """The square image shape for ``d`` pixels (64 -> (8, 8), 784 -> (28, 28))."""
     side = int(round(np.sqrt(d)))
     if side * side != d:
@@ -24,7 +31,7 @@ def image_shape(d):
     return side, side
 
 
-def check_shape(shape, pixels):
+def check_shape(shape: Any, pixels: int) -> tuple[int, int]:
     """``shape`` as ``(height, width)``: two positive integers whose product is ``pixels``."""
     ok = isinstance(shape, (tuple, list)) and len(shape) == 2 and all(
         isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in shape)
@@ -34,7 +41,7 @@ def check_shape(shape, pixels):
     return int(shape[0]), int(shape[1])
 
 
-def image_batch(images, name="images"):
+def image_batch(images: Any, name: str = "images") -> np.ndarray:
     """``images`` as a finite (n, pixels) NumPy array, with at least one image."""
     images = to_numpy(images)
     if images.ndim != 2 or images.shape[0] == 0 or images.dtype.kind not in "biuf":
@@ -45,7 +52,7 @@ def image_batch(images, name="images"):
     return images
 
 
-def tile(images, cols, shape, pad=1):
+def tile(images: Any, cols: int, shape: tuple[int, int], pad: int = 1) -> np.ndarray:
     """Arrange ``images`` (n, h*w) into one (rows*(h+pad), cols*(w+pad)) array for a single imshow."""
     cols = check_positive("cols", cols, integer=True)
     images = image_batch(images)
@@ -70,7 +77,7 @@ def _image_figure(canvas, title, width=6.0):
     return fig
 
 
-def plot_images(images, cols=None, title="", shape=None):
+def plot_images(images: Any, cols: int | None = None, title: str = "", shape: tuple[int, int] | None = None) -> Figure:
     """Images (n, h*w) in a grid of ``cols`` columns (default: one row), pixels in [0, 1]."""
     images = image_batch(images)
     cols = len(images) if cols is None else check_positive("cols", cols, integer=True)
@@ -78,7 +85,7 @@ def plot_images(images, cols=None, title="", shape=None):
     return _image_figure(tile(images, cols, shape or image_shape(images.shape[1])), title, width=max(width, 2.0))
 
 
-def plot_history(history):
+def plot_history(history: Sequence[Mapping[str, Any]]) -> Figure:
     """Loss curves: the training loss with its reconstruction and KL terms, and the validation ELBO."""
     if not history:
         raise ValueError("the history is empty: there is nothing to plot until the model has trained an epoch")
@@ -105,7 +112,7 @@ def plot_history(history):
     return fig
 
 
-def plot_kl_per_dim(kl, active=None):
+def plot_kl_per_dim(kl: Any, active: Any = None) -> Figure:
     """Bar chart of the KL of each latent dimension (nats); collapsed dimensions sit near 0.
 
     ``kl`` is the output of :func:`minivae.evaluate.kl_per_dim` or a history
@@ -126,7 +133,8 @@ def plot_kl_per_dim(kl, active=None):
     return fig
 
 
-def plot_reconstructions(model, x, n=10, shape=None, y=None):
+def plot_reconstructions(model: VAE, x: Any, n: int = 10, shape: tuple[int, int] | None = None,
+                         y: Any = None) -> Figure:
     """Inputs (top row) above their reconstructions (bottom row); ``y``: a conditional model's labels of ``x``."""
     x = image_batch(x, "x")[:check_positive("n", n, integer=True)]
     shape = shape or image_shape(x.shape[1])
@@ -134,7 +142,7 @@ def plot_reconstructions(model, x, n=10, shape=None, y=None):
     return _image_figure(tile(np.concatenate([x, recon]), len(x), shape), "inputs (top) and reconstructions (bottom)")
 
 
-def plot_class_grid(model, n_styles=8, shape=None):
+def plot_class_grid(model: VAE, n_styles: int = 8, shape: tuple[int, int] | None = None) -> Figure:
     """A conditional model's samples: one row per class, one column per ``z ~ N(0, I)``, shared down the column.
 
     Each column decodes the same ``z`` under every label, so what stays the
@@ -150,7 +158,7 @@ def plot_class_grid(model, n_styles=8, shape=None):
                          "one row per class; each column one z, shared", width=0.6 * n_styles + 1)
 
 
-def plot_samples(model, n=64, shape=None):
+def plot_samples(model: VAE, n: int = 64, shape: tuple[int, int] | None = None) -> Figure:
     """Draws from the model: ``z ~ N(0, I)``, then the mean of ``p(x|z)``."""
     n = check_positive("n", n, integer=True)
     cols = math.isqrt(n - 1) + 1  # ceil(sqrt(n)) in whole numbers: n may be any size here
@@ -158,7 +166,7 @@ def plot_samples(model, n=64, shape=None):
                          "samples from the prior", width=5.0)
 
 
-def plot_latent(model, x, labels, batch_size=1000):
+def plot_latent(model: VAE, x: Any, labels: Any, batch_size: int = 1000) -> Figure:
     """The posterior means ``mu`` coloured by label (a conditional model's encoder reads the labels too).
 
     Two latent dimensions are shown as they are; more are projected onto the
@@ -187,7 +195,7 @@ def plot_latent(model, x, labels, batch_size=1000):
     return fig
 
 
-def manifold_grid(n=15, dims=(0, 1), latent_dim=2, edge=0.05):
+def manifold_grid(n: int = 15, dims: tuple[int, int] = (0, 1), latent_dim: int = 2, edge: float = 0.05) -> np.ndarray:
     """Latent points on an ``n x n`` grid of the normal's quantiles, as in Kingma & Welling's figures.
 
     Quantiles ``edge .. 1 - edge`` pushed through the inverse normal CDF give a
@@ -211,7 +219,8 @@ def manifold_grid(n=15, dims=(0, 1), latent_dim=2, edge=0.05):
     return z
 
 
-def plot_manifold(model, n=15, dims=(0, 1), shape=None):
+def plot_manifold(model: VAE, n: int = 15, dims: tuple[int, int] = (0, 1),
+                  shape: tuple[int, int] | None = None) -> Figure:
     """The learned 2-D manifold: decoded images over a grid of latent quantiles (a row, for a 1-D latent space)."""
     z = manifold_grid(n, dims, model.latent_dim)
     canvas = tile(model.decode(z), n, shape or image_shape(model.input_dim))
@@ -219,7 +228,7 @@ def plot_manifold(model, n=15, dims=(0, 1), shape=None):
     return _image_figure(canvas, f"decoded grid over {over}", width=6.0)
 
 
-def plot_interpolation(model, x_a, x_b, steps=10, shape=None):
+def plot_interpolation(model: VAE, x_a: Any, x_b: Any, steps: int = 10, shape: tuple[int, int] | None = None) -> Figure:
     """Decoded images along the straight line between two inputs' posterior means."""
     from .latent import interpolate
 

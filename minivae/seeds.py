@@ -28,12 +28,16 @@ configuration, the training options, the data and the seed, and notebooks
 that need the same model share one.
 """
 
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -62,7 +66,7 @@ class Estimate:
             return f"{self.mean:.2f} ± {self.se:.2f} ({' and '.join(map(str, self.groups))} seeds)"
         return f"{self.mean:.2f} ± {self.se:.2f} ({len(self.seeds)} seeds)"
 
-    def exceeds(self, value=0.0, sigmas=4.0):
+    def exceeds(self, value: float = 0.0, sigmas: float = 4.0) -> bool:
         """True when the estimate lies more than ``sigmas`` standard errors above ``value``."""
         return self.mean - value > sigmas * self.se
 
@@ -75,12 +79,12 @@ class SeedRuns:
     seeds: tuple
     models: list
 
-    def estimate(self):
+    def estimate(self) -> Estimate:
         """The mean figure over seeds and examples, with a standard error holding both spreads."""
         return _estimate(self.values, self.seeds)
 
 
-def across_seeds(train, measure, seeds):
+def across_seeds(train: Callable[[int], VAE], measure: Callable[[VAE], Any], seeds: Sequence[int]) -> SeedRuns:
     """Train ``train(seed)`` for each seed and ``measure(model)`` each on the same examples.
 
     ``measure`` returns a figure per example, shape (N,) (for instance
@@ -90,7 +94,7 @@ def across_seeds(train, measure, seeds):
     seeds = tuple(seeds)
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise ValueError(f"a spread across seeds needs at least two different seeds; got {seeds!r}")
-    models, rows = [], []
+    models, rows = [], []  # type: tuple[list[VAE], list[np.ndarray]]
     for seed in seeds:
         model = train(seed)
         values = np.asarray(measure(model), dtype=np.float64)
@@ -103,7 +107,7 @@ def across_seeds(train, measure, seeds):
     return SeedRuns(np.stack(rows), seeds, models)
 
 
-def compare(a, b):
+def compare(a: SeedRuns, b: SeedRuns | Any) -> Estimate:
     """``a - b`` across seeds, paired over the examples: ``b`` is :class:`SeedRuns` or a baseline's (N,) figures."""
     if not isinstance(b, SeedRuns):
         baseline = np.asarray(b, dtype=np.float64)
@@ -131,7 +135,8 @@ def _combine(per_example, runs, per_seed, seeds):
     return Estimate(float(per_example.mean()), se, per_seed, seeds)
 
 
-def trained(config, x, seed, cache=None, **fit_options):
+def trained(config: Mapping[str, Any], x: Any, seed: int, cache: str | os.PathLike[str] | Literal[False] | None = None,
+            **fit_options: Any) -> VAE:
     """``VAE(**config, seed=seed)`` fitted to ``x`` with ``fit_options``; kept in the folder ``cache``.
 
     ``cache`` defaults to ``$MINIVAE_MODEL_CACHE`` when that is set (the test
@@ -144,8 +149,8 @@ def trained(config, x, seed, cache=None, **fit_options):
     """
     options = {"progress": False, **fit_options}
     if cache is None:
-        cache = os.environ.get("MINIVAE_MODEL_CACHE") or False
-    if cache is False:
+        cache = os.environ.get("MINIVAE_MODEL_CACHE") or None
+    if cache is None or cache is False:
         return VAE(**config, seed=seed).fit(x, **options)
     key = fingerprint({"config": config, "fit": {k: v for k, v in options.items() if k != "progress"},
                        "seed": seed, "data": x})
@@ -176,7 +181,7 @@ def _held(lock_path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def fingerprint(value):
+def fingerprint(value: Any) -> str:
     """A SHA-256 hex digest of nested dicts, lists, tuples, arrays and plain values; arrays by dtype, shape and bytes."""
     digest = hashlib.sha256()
 

@@ -17,21 +17,27 @@ Training never leaves a model half-updated:
   the path of training that never stopped.
 """
 
+from __future__ import annotations
+
 import math
 import time
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .backend import check_memory, get_array_module, to_numpy
 from . import fused
+from .backend import Array, check_memory, get_array_module, to_numpy
 from .blas import StepThreads
 from .evaluate import latent_diagnostics
 from .noise import NoiseAhead
-from .optim import OPTIMIZERS, UndoRecord
+from .optim import OPTIMIZERS, Optimizer, UndoRecord
 from .stops import StopRequests
 from .validation import check_choice, check_positive
+
+if TYPE_CHECKING:  # names for annotations alone, not imported at run time
+    from .model import VAE
 
 class DivergedError(FloatingPointError):
     """The loss, its gradient or the updated parameters stopped being finite.
@@ -42,7 +48,8 @@ class DivergedError(FloatingPointError):
     optimiser state and generator state at which the loss was finite.
     """
 
-    def __init__(self, bad, epoch, step, cause, inputs_bad=False, steps_undone=1):
+    def __init__(self, bad: str, epoch: int, step: int, cause: str, inputs_bad: bool = False,
+                 steps_undone: int = 1) -> None:
         self.bad, self.epoch, self.step, self.cause, self.inputs_bad = bad, epoch, step, cause, inputs_bad
         undone = ("that step is undone, so the model and its optimiser are as they were after the previous step"
                   if steps_undone == 1 else
@@ -51,9 +58,10 @@ class DivergedError(FloatingPointError):
         super().__init__(f"{bad} at epoch {epoch}, step {step}; {undone}. {cause}")
 
 
-def fit(model, x, epochs=10, *, batch_size=128, lr=1e-3, optimizer="adam", validation=None,
-        progress=True, binarize=None, warmup_epochs=0, free_bits=0.0, eval_batch_size=1000, objective="elbo",
-        n_samples=1, y=None):
+def fit(model: VAE, x: Any, epochs: int = 10, *, batch_size: int = 128, lr: float = 1e-3, optimizer: str = "adam",
+        validation: Any = None, progress: bool = True, binarize: str | None = None, warmup_epochs: int = 0,
+        free_bits: float = 0.0, eval_batch_size: int = 1000, objective: str = "elbo", n_samples: int = 1,
+        y: Any = None) -> VAE:
     """Train ``model`` on ``x`` by minibatch gradient descent on the negative ELBO; returns ``model``.
 
     Parameters
@@ -221,7 +229,7 @@ def fit(model, x, epochs=10, *, batch_size=128, lr=1e-3, optimizer="adam", valid
 MAX_EPOCHS = 10**6
 
 
-def check_step_memory(model, batch, n_samples):
+def check_step_memory(model: VAE, batch: int, n_samples: int) -> None:
     """Refuse, before anything changes, a step whose arrays could not fit in memory.
 
     A step keeps a few arrays of ``n_samples x batch`` rows as wide as the
@@ -285,7 +293,7 @@ USUAL_LR = {"Adam": (1e-5, 1e-2), "SGD": (1e-5, 1.0)}  # learning rates beyond t
 DATA_SCALE = 100.0  # Gaussian data this many standard deviations from 0 are more likely unscaled than extreme
 
 
-def likely_cause(model, x, opt):
+def likely_cause(model: VAE, x: Array, opt: Optimizer) -> str:
     """What most likely made training diverge, from what it can see, and then the fix: one sentence or two.
 
     It looks at the data's scale against a fixed-variance Gaussian's standard deviation (the other
@@ -347,25 +355,30 @@ class StepSnapshot:
     previous step made, so :meth:`restore_previous` undoes that step as well.
     """
 
-    def __init__(self, model, opt, noise):
+    def __init__(self, model: VAE, opt: Optimizer, noise: Any) -> None:
         self.model, self.opt, self.noise = model, opt, noise
-        self.frame, self.previous, self.epoch_begins = self.Frame(), None, True
+        self.frame, self.epoch_begins = self.Frame(), True
+        self.previous: StepSnapshot.Frame | None = None
 
     class Frame:
         """One step's copies: the optimiser's undo record, and what ``take`` copies."""
 
-        def __init__(self):
+        def __init__(self) -> None:
             self.saved = UndoRecord()
+            self.t = 0
+            self.names: set[str] = set()
+            self.rng_state: dict[str, Any] = {}
+            self.totals: Array = None
 
     @property
-    def saved(self):
+    def saved(self) -> UndoRecord:
         return self.frame.saved
 
-    def start_epoch(self):
+    def start_epoch(self) -> None:
         """No step of an earlier epoch is undone: its totals are in the history already."""
         self.epoch_begins = True
 
-    def take(self, totals):
+    def take(self, totals: Array) -> None:
         spare = self.previous or self.Frame()  # reuse the buffers of the step two back
         last = None if self.epoch_begins or not self.frame.saved.complete else self.frame
         self.previous, self.frame, self.epoch_begins = last, spare, False
@@ -375,7 +388,7 @@ class StepSnapshot:
         frame.rng_state = self.noise.state()  # before this step's noise, even if it was drawn ahead
         frame.totals = totals.copy()
 
-    def restore(self, totals, frame=None):
+    def restore(self, totals: Array, frame: StepSnapshot.Frame | None = None) -> None:
         frame = frame or self.frame
         for name in list(self.opt.state):
             if name not in frame.names:  # created by the step being undone
@@ -389,7 +402,7 @@ class StepSnapshot:
         self.model.rng_.bit_generator.state = frame.rng_state
         totals[...] = frame.totals
 
-    def restore_previous(self, totals):
+    def restore_previous(self, totals: Array) -> bool:
         """Undo the step before the one just undone, if it was in this epoch; returns whether it was."""
         if self.previous is None:
             return False
@@ -398,7 +411,7 @@ class StepSnapshot:
         return True
 
 
-def mean_elbo(model, x, batch_size=1000, y=None):
+def mean_elbo(model: VAE, x: Any, batch_size: int = 1000, y: Any = None) -> float:
     """Mean per-example ELBO over ``x`` in nats, computed in batches (``y``: a conditional model's labels)."""
     batch_size = check_positive("batch_size", batch_size, integer=True)
     if len(x) == 0:

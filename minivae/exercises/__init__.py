@@ -12,6 +12,11 @@ on which cells ran before; see :mod:`minivae.exercises.checking` for how
 answers are compared and mistakes recognised.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 from . import assembly, backward, importance, likelihoods, objectives, planted_bug, sampling, training
 from .assembly import FROM_LOSS
 from .checking import TOLERANCE, ExerciseFailed, Mistake, Part, norm_error
@@ -23,7 +28,7 @@ PARTS = {part.name: part for module in (backward, sampling, likelihoods, assembl
          for part in module.PARTS}
 
 
-def check(name, fn, seed=0, draws=None, quiet=False):
+def check(name: str, fn: Callable[..., Any], seed: int = 0, draws: int | None = None, quiet: bool = False) -> None:
     """Check the learner's function ``fn`` for the part ``name`` on random cases.
 
     Parameters

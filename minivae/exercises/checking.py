@@ -17,8 +17,12 @@ a factor of a billion for differently written but equivalent formulas, and
 every mistake the parts know changes the answer by far more.
 """
 
+from __future__ import annotations
+
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +37,7 @@ class Wrong(Exception):
     """Raised inside a part's trial: the answer is wrong, for the reason in the message."""
 
 
-def norm_error(a, b):
+def norm_error(a: Any, b: Any) -> float:
     """``||a - b|| / (||a|| + ||b||)`` over all entries, in float64; 0 when both are zero."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -41,7 +45,7 @@ def norm_error(a, b):
     return float(np.linalg.norm(a - b) / scale) if scale > 0 else 0.0
 
 
-def close(a, b, tol=TOLERANCE):
+def close(a: Any, b: Any, tol: float = TOLERANCE) -> bool:
     """Same shape, all finite, and within ``tol`` in norm."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return a.shape == b.shape and bool(np.isfinite(a).all()) and norm_error(a, b) <= tol
@@ -72,20 +76,20 @@ class Part:
     signature: str
     args: tuple = ()
     outputs: tuple = ()
-    make_case: object = None
-    answer: object = None
+    make_case: Any = None  # callable: rng -> dict of inputs
+    answer: Any = None  # callable: case dict -> tuple of the right outputs
     mistakes: tuple = ()
-    batch: str = None  # the case key whose first axis is the batch, for the 1/N diagnosis
+    batch: str | None = None  # the case key whose first axis is the batch, for the 1/N diagnosis
     batch_mean: bool = False  # the part computes a loss that is a mean over that batch (not just a sum, or no loss)
     from_loss: tuple = ()  # a whole model's gradients, nearest the loss first: a failure reports every one
     terms: str = ""  # the quantities, besides args and outputs, that the part's explanations may name
-    trial: object = None
+    trial: Any = None  # callable: (fn, rng) -> float, raising Wrong
     draws: int = 3
     lesson: str = ""  # the exercise notebook it belongs to
     points: int = 1
     extra: dict = field(default_factory=dict)
 
-    def run_once(self, fn, rng):
+    def run_once(self, fn: Callable[..., Any], rng: np.random.Generator) -> float:
         """One random case: the largest error over the outputs, or :class:`Wrong`."""
         if self.trial is not None:
             return self.trial(fn, rng)
@@ -106,7 +110,7 @@ class Part:
             raise Wrong(f"{name} is wrong: " + diagnose(self, case, i, got[i], right[i]))
         return worst
 
-    def report_all(self, case, got, right):
+    def report_all(self, case: dict[str, Any], got: tuple[np.ndarray, ...], right: tuple[np.ndarray, ...]) -> float:
         """A whole model's gradients: every one right or wrong, and the wrong one nearest the loss named first.
 
         Backprop computes the gradients from the loss backwards, so one mistake
@@ -133,7 +137,7 @@ class Part:
                     "Every gradient, from the loss back to the input:\n" + "\n".join(lines))
 
 
-def call(fn, part, case):
+def call(fn: Callable[..., Any], part: Part, case: dict[str, Any]) -> tuple[np.ndarray, ...]:
     """Call the learner's function on a fresh copy of the case; its outputs as a tuple of float64 arrays."""
     inputs = {k: copy(v) for k, v in case.items()}
     out = fn(*(inputs[a] for a in part.args))
@@ -156,7 +160,7 @@ def call(fn, part, case):
         raise Wrong(f"it should return arrays of numbers; got {[type(o).__name__ for o in out]} ({e})") from None
 
 
-def copy(value):
+def copy(value: Any) -> Any:
     """A copy of an input: arrays and dicts of arrays are copied, anything else is passed as it is."""
     if isinstance(value, np.ndarray):
         return value.copy()
@@ -167,7 +171,7 @@ def copy(value):
     return value
 
 
-def same(a, b):
+def same(a: Any, b: Any) -> bool:
     if isinstance(b, dict):
         return isinstance(a, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in b)
     if isinstance(b, list):
@@ -177,7 +181,7 @@ def same(a, b):
     return True
 
 
-def diagnose(part, case, i, got, right):
+def diagnose(part: Part, case: dict[str, Any], i: int, got: np.ndarray, right: np.ndarray) -> str:
     """What is wrong with output ``i``: a mistake from the part's catalogue, else a common one, else the size."""
     if got.shape == right.shape and not np.isfinite(got).all():
         return "it has nan or inf entries where the right answer is finite. " + part.extra.get(
@@ -199,7 +203,7 @@ def diagnose(part, case, i, got, right):
     return f"its relative error is {norm_error(got, right):.2g} (right answers are within {TOLERANCE:g})"
 
 
-def factor_message(scale, n=None, batch_mean=False):
+def factor_message(scale: float, n: int | None = None, batch_mean: bool = False) -> str:
     """Name a constant factor between an answer and the right one (``batch_mean``: the part averages n examples)."""
     def near(c):
         return abs(scale - c) <= 1e-6 * abs(c)
@@ -223,12 +227,12 @@ def factor_message(scale, n=None, batch_mean=False):
     return f"it is a constant {scale:.4g} times the right answer: a constant factor is wrong"
 
 
-def stream(name, seed):
+def stream(name: str, seed: int) -> np.random.Generator:
     """The generator a check draws from: seeded by the part's name and ``seed``, independent of everything else."""
     return np.random.default_rng([zlib.crc32(name.encode()), seed])
 
 
-def check(part, fn, seed=0, draws=None, quiet=False):
+def check(part: Part, fn: Callable[..., Any], seed: int = 0, draws: int | None = None, quiet: bool = False) -> float:
     """Check ``fn`` on ``draws`` random cases of ``part``; print a line, or raise :class:`ExerciseFailed`."""
     draws = part.draws if draws is None else draws
     rng = stream(part.name, seed)

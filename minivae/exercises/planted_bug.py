@@ -10,6 +10,11 @@ and the largest error may show far upstream of the bug. A gradient check finds w
 the wrong gradient nearest the loss, in the order backprop computes them (:data:`FROM_LOSS`).
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import numpy as np
 
 from .assembly import FROM_LOSS, NAMES, SITES, reference, shapes
@@ -19,7 +24,7 @@ LESSON = "07_find_the_bug"
 NO_BUG = 0.15  # the share of models whose gradients are all right
 
 
-def spoil(kind, g, n):
+def spoil(kind: str, g: np.ndarray, n: int) -> np.ndarray:
     """What one bug does to one gradient ``g`` of a batch of ``n``."""
     return {"sign": -g, "factor 2": 2 * g, "missing 1/N": g * n, "1/N twice": g / n,
             "bias averaged": g / n}[kind]
@@ -35,7 +40,7 @@ class PlantedBugModel:
     in place and calling it again is a finite difference.
     """
 
-    def __init__(self, seed=0):
+    def __init__(self, seed: int = 0) -> None:
         rng = np.random.default_rng([seed, 7])
         n, d, h, k = (int(v) for v in rng.choice(np.arange(2, 7), size=4, replace=False))
         self.params = {name: rng.standard_normal(shape) * (0.5 if name.endswith(".W") else 0.3)
@@ -56,11 +61,11 @@ class PlantedBugModel:
             self.__bug = name, kinds[int(rng.integers(len(kinds)))]
         self.__first = next(iter(self.wrong()), None)
 
-    def loss(self):
+    def loss(self) -> float:
         """The batch-mean negative ELBO at the current ``params`` (the noise ``eps`` is frozen)."""
         return reference(self.params, self.x, self.eps)[0]
 
-    def grads(self):
+    def grads(self) -> dict[str, np.ndarray]:
         """Name -> gradient of ``loss()``, from the (possibly buggy) backward pass."""
         n = self.x.shape[0]
         if self.__bug is None or self.__bug[0] in NAMES:
@@ -73,21 +78,21 @@ class PlantedBugModel:
         return reference(self.params, self.x, self.eps,
                          spoil=lambda at, value: spoil(kind, value, n) if at == site else value)[1]
 
-    def planted(self):
+    def planted(self) -> str | None:
         """The wrong gradient nearest the loss (where to look), or None. For the checker; finding it is the exercise."""
         return self.__first
 
-    def wrong(self):
+    def wrong(self) -> list[str]:
         """Every wrong gradient's name, nearest the loss first. For the checker's messages."""
         right, got = reference(self.params, self.x, self.eps)[1], self.grads()
         return [name for name in FROM_LOSS if norm_error(got[name], right[name]) > 1e-6]
 
 
-def copy_params(params):
+def copy_params(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: p.copy() for name, p in params.items()}
 
 
-def finite_differences_trial(fn, rng):
+def finite_differences_trial(fn: Callable[..., Any], rng: np.random.Generator) -> float:
     model = PlantedBugModel(int(rng.integers(2**31)))
     before = copy_params(model.params)
     got = fn(model.loss, model.params)
@@ -113,7 +118,7 @@ def finite_differences_trial(fn, rng):
     return worst
 
 
-def find_bug_trial(fn, rng):
+def find_bug_trial(fn: Callable[..., Any], rng: np.random.Generator) -> float:
     model = PlantedBugModel(int(rng.integers(2**31)))
     want, got = model.planted(), fn(model)
     if got != want:
