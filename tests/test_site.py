@@ -11,7 +11,6 @@ Needs the ``docs`` extra (``pip install -e ".[docs]"``) and Debian's ``chromium`
 
 import functools
 import http.server
-import os
 import pathlib
 import re
 import shutil
@@ -25,14 +24,12 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BUILD = REPO / "docs" / "_build"
 SITE = BUILD / "html"
-BUILD_COMMAND = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "docs", "docs/_build/html"]
+BUILD_COMMAND = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Chromium started for a machine without a network or a screen: no sandbox (the tests may run as root), no
 # GPU, and none of the background connections it would make to its vendor's servers.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-
-pytestmark = pytest.mark.slow
 
 # Run in the page once MathJax has finished: the text a reader sees outside code and typeset maths, the
 # MathJax errors, and every image with whether it loaded.
@@ -117,6 +114,12 @@ def read_page(browser, url):
     return page, seen, problems
 
 
+def test_the_readme_gives_the_command_this_test_builds_with():
+    command = " ".join(["python", *BUILD_COMMAND[1:]])
+    assert command in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
 def test_every_page_reads_as_a_reader_sees_it(server, browser):
     site, root = server
     pages = pages_of(site)
@@ -165,6 +168,7 @@ def test_every_page_reads_as_a_reader_sees_it(server, browser):
     assert counts["typeset"] > 100 and counts["images"] > 20, counts  # the lessons' maths and figures are there
 
 
+@pytest.mark.slow
 def test_the_checks_see_what_they_look_for(browser, tmp_path):
     """The checks themselves: an untypeset formula, raw reStructuredText, a missing image, a dead link and a script error are seen."""
     (tmp_path / "bad.html").write_text(
