@@ -144,9 +144,10 @@ class LatentExplorer:
         return widgets.VBox([widgets.HBox(self.sliders), self.picture])
 
     def caption(self) -> str:
-        others = "the other dimensions at the mean code of the data" if self.model.latent_dim > 2 else ""
-        return (f"z[{self.dims[0]}] and z[{self.dims[1]}] hold {self.share:.0%} of the variance of the codes"
-                f"{'; ' + others if others else ''}. This is a static grid. {HOW_TO_MOVE}")
+        held = self.model.latent_dim - 2
+        others = f"; the other {held} are held at the mean code of the data" if held else ""
+        return (f"z[{self.dims[0]}] and z[{self.dims[1]}] hold {self.share:.0%} of the variance of the codes{others}. "
+                f"This is a static grid. {HOW_TO_MOVE}")
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         """The sliders for a frontend that runs widgets, and the static grid, with how to get the sliders,

@@ -157,8 +157,10 @@ def test_every_page_reads_as_a_reader_sees_it(server, browser):
             elif fragment and target.suffix == ".html" and urllib.parse.unquote(fragment) not in anchors_of(target):
                 problems.append(f"link to a missing anchor: {link}")
         if name in screenshots:
-            if name == "api/model.html":
-                page.locator("[id=\"minivae.model.VAE\"]").scroll_into_view_if_needed()
+            # the derivation's display maths, and the class's signature with its types
+            where = {"lessons/01_elbo.html": "#jensen-s-inequality-gives-the-elbo",
+                     "api/model.html": "[id=\"minivae.model.VAE\"]"}[name]
+            page.evaluate("(where) => document.querySelector(where).scrollIntoView()", where)
             page.screenshot(path=str(BUILD / "screenshots" / screenshots[name]))
         page.close()
         failures += [f"{name}: {problem}" for problem in problems]
