@@ -197,7 +197,7 @@ def main():
     if args._memory:
         return measure_memory(args._memory, args.n, args.batch_size, args.backend)
 
-    from minivae import fused
+    from minivae.speed import fused
 
     x = make_data(args.n)
     runners = {}

@@ -7,13 +7,13 @@ Two workloads, each a fresh process:
 
 Four ways to choose the BLAS threads:
 
-- ``minivae``: minivae's default (``minivae.blas``: one thread for small
+- ``minivae``: minivae's default (``minivae.speed.blas``: one thread for small
   products, the library's default for larger ones);
 - ``measure``: ``MINIVAE_BLAS_THREADS=measure``, one thread for small
   products, a choice timed each epoch for larger ones;
 - ``one``: every product on one thread (``OPENBLAS_NUM_THREADS=1`` and friends);
 - ``unlimited``: the library's default for every product, as before
-  ``minivae.blas`` (``MINIVAE_BLAS_THREADS=default``).
+  ``minivae.speed.blas`` (``MINIVAE_BLAS_THREADS=default``).
 
 Each is timed idle and beside ``--busy`` processes that spin on the CPU, in
 alternating order, ``--rounds`` times; the figures are medians of wall time,

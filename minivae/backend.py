@@ -25,7 +25,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from . import fused as fused_paths  # MINIVAE_FAST switches every compiled path together
+from .speed import fused as fused_paths  # MINIVAE_FAST switches every compiled path together
 
 Array: TypeAlias = Any
 """An array on the model's backend: a ``numpy.ndarray``, or a ``cupy.ndarray`` on a GPU.

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backend import Array, to_numpy
-from .blas import threads_for
 from .losses import LOG_2PI, gaussian_log_density, kl_per_dimension
+from .speed.blas import threads_for
 from .validation import check_positive, check_samples
 
 if TYPE_CHECKING:  # names for annotations alone, not imported at run time

@@ -398,7 +398,7 @@ class VAE:
         return self.xp.asarray(self.host_normal(shape, rng))
 
     def host_normal(self, shape: tuple[int, ...], rng: np.random.Generator | None = None) -> np.ndarray:
-        """:meth:`draw_normal`'s draw, left on the host as a NumPy array (``minivae.noise`` draws it ahead)."""
+        """:meth:`draw_normal`'s draw, left on the host as a NumPy array (``minivae.speed.noise`` draws it ahead)."""
         rng = self.rng_ if rng is None else rng
         return rng.standard_normal(shape, dtype=self.dtype)
 

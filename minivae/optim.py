@@ -7,8 +7,8 @@ backend as ``w`` the first time ``step`` sees it.
 
 Each update is written here in NumPy, the readable reference. With the
 ``fast`` extra installed (numba), NumPy arrays are updated by the compiled
-loops of :mod:`minivae.fused` instead, and CuPy arrays by the CUDA kernels of
-:mod:`minivae.gpu_kernels`, each in one pass and written to give the same bits
+loops of :mod:`minivae.speed.fused` instead, and CuPy arrays by the CUDA kernels of
+:mod:`minivae.speed.gpu_kernels`, each in one pass and written to give the same bits
 (``tests/test_optim.py`` checks it; the GPU's only where a GPU is present).
 ``MINIVAE_FAST=0`` forces the NumPy-style update on either backend.
 """
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from . import fused, gpu_kernels
 from .backend import Array, get_array_module, to_backend
-from .chunks import for_each_chunk
+from .speed import fused, gpu_kernels
+from .speed.chunks import for_each_chunk
 from .validation import check_positive
 
 
@@ -143,7 +143,7 @@ class SGD(Optimizer):
         v = self._buffer("v", w) if self.momentum else w  # without momentum, v is never read
         xp = get_array_module(w, dw)
         names = ("w", "v") if self.momentum else ("w",)  # what the update changes
-        if fused.requested() and xp is not np:  # one CUDA kernel (see minivae.gpu_kernels)
+        if fused.requested() and xp is not np:  # one CUDA kernel (see minivae.speed.gpu_kernels)
             one = w.dtype.type
             buffers = None if saved is None else saved.buffers(names, w)
             gpu_kernels.sgd(w, dw, v, one(self.lr), one(self.momentum), buffers)
@@ -228,14 +228,14 @@ class Adam(Optimizer):
         tiny = np.finfo(w.dtype).tiny  # the smallest normal number
         one = w.dtype.type  # each scalar in the arrays' precision, as NumPy casts it below
         scalars = (one(b1), one(1 - b1), one(b2), one(1 - b2), one(lr_t), one(eps_hat), one(tiny), flush)
-        if fused.requested() and xp is not np:  # the same update as one CUDA kernel (see minivae.gpu_kernels)
+        if fused.requested() and xp is not np:  # the same update as one CUDA kernel (see minivae.speed.gpu_kernels)
             buffers = None if saved is None else saved.buffers(("w", "m", "v"), w)
             gpu_kernels.adam(w, dw, m, v, *scalars, saved=buffers)
             if saved is not None:
                 saved.complete = True
             self.t = t
             return
-        if fused.enabled() and xp is np:  # the same update, compiled into one pass (see minivae.fused)
+        if fused.enabled() and xp is np:  # the same update, compiled into one pass (see minivae.speed.fused)
             in_place = [w, m, v] if saved is None else saved.buffers(("w", "m", "v"), w)
             fused.adam(w, dw, m, v, *scalars, *in_place, saved is not None)
             if saved is not None:

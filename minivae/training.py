@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import fused
 from .backend import Array, check_memory, get_array_module, to_numpy
-from .blas import StepThreads
 from .evaluate import latent_diagnostics
-from .noise import NoiseAhead
 from .optim import OPTIMIZERS, Optimizer, UndoRecord
+from .speed import fused
+from .speed.blas import StepThreads
+from .speed.noise import NoiseAhead
 from .stops import StopRequests
 from .validation import check_choice, check_positive
 
@@ -145,7 +145,7 @@ def fit(model: VAE, x: Any, epochs: int = 10, *, batch_size: int = 128, lr: floa
     steps = math.ceil(n / batch_size)
     place = _resume_place(model, n, batch_size)
     check_step_memory(model, min(batch_size, n), n_samples)
-    threads = StepThreads(model, batch_size * n_samples)  # one BLAS thread or more, by shape (see minivae.blas)
+    threads = StepThreads(model, batch_size * n_samples)  # one BLAS thread or more, by shape (see minivae.speed.blas)
     optimizer = check_choice("optimizer", optimizer, tuple(OPTIMIZERS))
     # what a call that fails before its first step completes puts back: it leaves the model as it found it
     before = (model.optimizer_, model.partial_epoch_, model.rng_.bit_generator.state)
@@ -155,7 +155,7 @@ def fit(model: VAE, x: Any, epochs: int = 10, *, batch_size: int = 128, lr: floa
     first = len(model.history_)
     total_steps = epochs * steps - (place["step"] if place and epochs else 0)
     bar = tqdm(total=total_steps, disable=not progress, unit="batch", leave=True)
-    # on a GPU, each step's noise is drawn on a helper thread during the step before (see minivae.noise)
+    # on a GPU, each step's noise is drawn on a helper thread during the step before (see minivae.speed.noise)
     noise = NoiseAhead(model, ahead=model.xp is not np and binarize is None)
     snapshot = StepSnapshot(model, opt, noise)
     completed, failed_early = 0, False  # steps completed in this call; whether it failed before any
@@ -247,7 +247,7 @@ def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, 
 
     ``rows`` are the batch's indices into ``x``, on the model's device. ``iw_samples > 0`` steps on the
     importance-weighted bound with that many samples, else on the ELBO. The noise comes from ``noise``
-    (a :class:`minivae.noise.NoiseAhead`), which may start drawing the next step's, for a batch of
+    (a :class:`minivae.speed.noise.NoiseAhead`), which may start drawing the next step's, for a batch of
     ``following`` examples (None: this step ends the epoch). Returns ``(loss, rec, kl)``.
 
     The step reads one small array back from the device: the loss, its parts, and the sums of squares of

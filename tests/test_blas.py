@@ -6,7 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from minivae import VAE, blas
+from minivae import VAE
+from minivae.speed import blas
 
 
 def big():

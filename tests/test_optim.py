@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from minivae import fused
+from minivae.speed import fused
 from minivae.backend import to_numpy
 from minivae.optim import SGD, Adam, UndoRecord
 
@@ -98,7 +98,7 @@ def test_bad_hyperparameters_are_refused(bad):
 
 
 def test_chunked_update_covers_every_element(numpy_path):
-    from minivae import chunks
+    from minivae.speed import chunks
     n = 3 * chunks.CHUNK + 17  # several chunks and a ragged end
     seen = np.zeros(n, dtype=int)
     sizes, scratches = [], set()
@@ -243,7 +243,7 @@ def test_the_stand_in_refuses_a_kernel_it_cannot_run(strict):
 
 def test_each_cupy_module_gets_its_own_kernel(strict, monkeypatch):
     # the suite runs the stand-in and real CuPy in one process: a kernel one built must not reach the other
-    from minivae import gpu_kernels
+    from minivae.speed import gpu_kernels
     build = lambda: gpu_kernels.kernel("sgd", gpu_kernels.SGD_INPUTS, ("w",), gpu_kernels.SGD_PLAIN, save=False)
     assert isinstance(build(), strict.ElementwiseKernel)
     other = type(sys)("other_cupy")

@@ -259,7 +259,8 @@ def test_resuming_an_unfinished_epoch_needs_the_same_data_and_batch_size(digits,
 
 
 def test_an_update_that_fails_half_way_is_wholly_undone(digits, monkeypatch):
-    from minivae import chunks, optim
+    from minivae import optim
+    from minivae.speed import chunks
     monkeypatch.setenv("MINIVAE_FAST", "0")  # the NumPy path, whose update runs chunk by chunk
     monkeypatch.setattr(chunks, "CHUNK", 64)
     model = small().fit(digits[0][:100], epochs=1, batch_size=20, progress=False)
@@ -370,7 +371,7 @@ def test_a_training_step_reads_from_the_device_once(strict, digits, options):
 
 
 def strict_and_numpy_runs(run):
-    """``run(backend)`` on NumPy and on the strict stand-in (where the noise is drawn ahead, see minivae.noise)."""
+    """``run(backend)`` on NumPy and on the strict stand-in (where the noise is drawn ahead, see minivae.speed.noise)."""
     return run("numpy"), run("cupy")
 
 
@@ -385,7 +386,7 @@ def same_training(a, b):
                          ids=["elbo", "iwae", "free-bits"])
 def test_noise_drawn_ahead_is_the_noise_drawn_in_turn(strict, digits, monkeypatch, options):
     """On a GPU each step's noise is drawn during the step before; the draws, and so training, are NumPy's."""
-    from minivae.noise import NoiseAhead
+    from minivae.speed.noise import NoiseAhead
 
     x = digits[0][:300]  # 9 steps of 32 and one of 12
     served_ahead, real_take = [], NoiseAhead.take

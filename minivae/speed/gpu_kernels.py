@@ -2,7 +2,7 @@
 
 On CuPy, :mod:`minivae.optim`'s NumPy-style updates launch a dozen kernels a
 step, each reading and writing the whole parameter vector. Here each update is
-written once per element, as in :mod:`minivae.fused` for the CPU, and runs as
+written once per element, as in :mod:`minivae.speed.fused` for the CPU, and runs as
 one kernel: one read of each array and one write of what changes.
 
 The bodies below are plain C statements of the forms ``x = expr;``,
@@ -65,7 +65,7 @@ def kernel(name, inputs, outputs, body, save):
 
 
 def adam(w, dw, m, v, b1, c1, b2, c2, lr_t, eps_hat, tiny, flush, saved=None):
-    """One Adam step in place, in one kernel; scalars as in :func:`minivae.fused.adam`.
+    """One Adam step in place, in one kernel; scalars as in :func:`minivae.speed.fused.adam`.
 
     ``saved``: three arrays like ``w`` that receive ``w``, ``m`` and ``v`` as they were.
     """
