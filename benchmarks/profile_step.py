@@ -48,13 +48,13 @@ def main():
     times = defaultdict(list)
     stages = {  # (owner, attribute): label, in the order a step runs them
         (vae, "encoder_forward"): "encoder forward (3 products)",
-        (vae._sampler, "forward"): "reparameterised sample",
+        (vae.sampler, "forward"): "reparameterised sample",
         (vae, "decoder_forward"): "decoder forward (2 products)",
         (vae, "nll"): "Bernoulli loss and its gradient",
         (model_module, "kl_per_dimension"): "KL and its gradient",
-        (vae, "_decode_backward"): "decoder backward (4 products)",
-        (vae._sampler, "backward"): "sample backward",
-        (vae, "_encode_backward"): "encoder backward (5 products)",
+        (vae, "decoder_backward"): "decoder backward (4 products)",
+        (vae.sampler, "backward"): "sample backward",
+        (vae, "encoder_backward"): "encoder backward (5 products)",
         (training.StepSnapshot, "take"): "step count, generator and totals kept to undo a failed step",
         (vae.optimizer_, "step"): f"Adam over {vae.n_params:,} parameters, saving what it changes",
     }

@@ -118,7 +118,9 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> VAE:
     parts do not fit together, or one holding object arrays (minivae never
     unpickles).
     """
-    from .model import VAE, param_shapes
+    from .families import family_class
+    from .flows import MAX_FLOW_LENGTH, flow_shapes
+    from .model import param_shapes
 
     path = Path(path)
     if not path.is_file():
@@ -136,6 +138,10 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> VAE:
         if not isinstance(config, dict):
             raise ValueError("its configuration is not a JSON object")
         params = arrays["params"]
+        family = config.pop("family", "vae")
+        if not isinstance(family, str):
+            raise ValueError(f"its model family is not a name: {family!r}")
+        build = family_class(family)
         shapes = param_shapes(check_positive("input_dim", config.get("input_dim"), integer=True),
                               tuple(check_positive("each hidden size", h, integer=True)
                                     for h in _list(config.get("hidden_dims"), "hidden_dims")),
@@ -144,13 +150,18 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> VAE:
                               0 if config.get("n_classes") is None else
                               check_positive("n_classes", config.get("n_classes"), integer=True),
                               _outputs_per_pixel(config))
+        if family == "planar_flow":
+            length = check_positive("flow_length", config.get("flow_length"), integer=True, allow_zero=True)
+            if length > MAX_FLOW_LENGTH:
+                raise ValueError(f"its flow has {length} maps, more than the {MAX_FLOW_LENGTH} a FlowVAE may have")
+            shapes.update(flow_shapes(config["latent_dim"], length))
         n_params = sum(math.prod(shape) for shape in shapes.values())
         if params.shape != (n_params,) or params.dtype.name != config.get("dtype"):
             raise ValueError(f"its parameters ({params.dtype}, {params.shape}) do not fit its configuration "
                              f"({config.get('dtype')}, ({n_params},))")
         if not np.isfinite(params).all():
             raise ValueError("its parameters hold NaN or inf")
-        model = VAE(**config, backend=backend)
+        model = build(**config, backend=backend)
         model.flat_params[...] = to_backend(params, model.xp)
         _set_generator(model.rng_, _json_member(arrays, "rng_state", path), "rng_state")
         if "eval_rng_state" in arrays:  # format 1 had one generator; its models start evaluation afresh

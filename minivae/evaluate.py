@@ -21,15 +21,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backend import Array, to_numpy
-from .losses import LOG_2PI, gaussian_log_density, kl_per_dimension
+from .losses import LOG_2PI, kl_per_dimension
 from .speed.blas import threads_for
 from .validation import check_positive, check_samples
 
 if TYPE_CHECKING:  # names for annotations alone, not imported at run time
     from .model import VAE
+    from .trainable import Trainable
 
 
-def log_likelihood(model: VAE, x: Any, n_samples: int = 1000, max_rows: int = 16384, y: Any = None,
+def log_likelihood(model: Trainable, x: Any, n_samples: int = 1000, max_rows: int = 16384, y: Any = None,
                    ess: bool = False) -> Array | tuple[Array, np.ndarray]:
     """Per-example importance-weighted estimate of ``log p(x)`` in nats, shape (N,).
 
@@ -65,7 +66,6 @@ def _log_likelihood(model, x, K, per_chunk, rows, onehot):
     for i in range(0, N, rows):
         xb = x[i:i + rows]  # (B, D)
         yb = None if onehot is None else onehot[i:i + rows]
-        mu, logvar = model.encoder_forward(xb, yb)  # (B, L)
         B = xb.shape[0]
         m = xp.full((B,), -xp.inf, dtype=model.dtype)  # running max of log w
         s = xp.zeros((B,), dtype=model.dtype)  # running sum of exp(log w - m)
@@ -73,8 +73,7 @@ def _log_likelihood(model, x, K, per_chunk, rows, onehot):
         for start in range(0, K, per_chunk):
             c = min(per_chunk, K - start)
             eps = model.draw_normal((B, c, model.latent_dim), model.eval_rng_)
-            z = mu[:, None, :] + xp.exp(0.5 * logvar)[:, None, :] * eps  # (B, c, L)
-            log_w = _log_weights(model, xb, z, mu, logvar, yb)  # (B, c)
+            log_w = model.log_weights(xb, eps, yb)  # (B, c)
             m_new = xp.maximum(m, log_w.max(axis=1))
             shift, w = xp.exp(m - m_new), xp.exp(log_w - m_new[:, None])
             s = s * shift + w.sum(axis=1)
@@ -148,18 +147,6 @@ def bits_per_dimension(log_p: Any, dims: int) -> Any:
     return -log_p / (dims * math.log(2))
 
 
-def _log_weights(model, x, z, mu, logvar, onehot=None):
-    """``log p(x|z) + log p(z) - log q(z|x)`` for z of shape (B, c, L); returns (B, c)."""
-    B, c, L = z.shape
-    labels = None if onehot is None else model.xp.repeat(onehot, c, axis=0)  # row b*c + j is example b
-    out, dec_logvar = model.decoder_forward(z.reshape(B * c, L), labels)
-    x_rep = model.xp.repeat(x, c, axis=0)  # (B*c, D), row b*c + j is example b
-    log_px_z = -model.nll(x_rep, out, dec_logvar)[0].reshape(B, c)
-    log_pz = -0.5 * ((z * z).sum(axis=-1) + L * LOG_2PI)
-    log_qz = gaussian_log_density(z, mu[:, None, :], logvar[:, None, :])
-    return log_px_z + log_pz - log_qz
-
-
 def _linear_gaussian_parts(model):
     """``W`` (L, D), ``b`` (D,), ``std`` of a linear decoder with fixed Gaussian noise, in float64 on the host."""
     if model.hidden_dims or model.likelihood != "gaussian" or model.decoder_std == "learned":
@@ -218,7 +205,7 @@ def set_optimal_encoder(model: VAE) -> VAE:
     return model
 
 
-def latent_diagnostics(model: VAE, x: Any, threshold: float = 0.01, batch_size: int = 1000,
+def latent_diagnostics(model: Trainable, x: Any, threshold: float = 0.01, batch_size: int = 1000,
                        y: Any = None) -> tuple[np.ndarray, int, np.ndarray]:
     """How the latent space is used, from one pass over ``x``.
 
@@ -241,12 +228,12 @@ def latent_diagnostics(model: VAE, x: Any, threshold: float = 0.01, batch_size: 
     return to_numpy(kl_total / x.shape[0]), int((variances > threshold).sum()), variances
 
 
-def kl_per_dim(model: VAE, x: Any, batch_size: int = 1000, y: Any = None) -> np.ndarray:
+def kl_per_dim(model: Trainable, x: Any, batch_size: int = 1000, y: Any = None) -> np.ndarray:
     """The mean KL of each latent dimension over ``x``; shape (L,), on the host."""
     return latent_diagnostics(model, x, batch_size=batch_size, y=y)[0]
 
 
-def active_units(model: VAE, x: Any, threshold: float = 0.01, batch_size: int = 1000,
+def active_units(model: Trainable, x: Any, threshold: float = 0.01, batch_size: int = 1000,
                  y: Any = None) -> tuple[int, np.ndarray]:
     """``(count, variances)`` of the latent dimensions in use (see :func:`latent_diagnostics`)."""
     _, count, variances = latent_diagnostics(model, x, threshold, batch_size, y)

@@ -14,7 +14,7 @@ from .backend import Array, check_memory, elementwise, get_array_module, name_of
 from .layers import ACTIVATIONS, Dense, GaussianSample
 from .likelihoods import NAMES as LIKELIHOODS
 from .likelihoods import make as make_likelihood
-from .losses import LOG_2PI, kl_per_dimension
+from .losses import LOG_2PI, gaussian_log_density, kl_per_dimension
 from .optim import Optimizer
 from .validation import as_batch, check_choice, check_positive, check_samples, check_seed
 
@@ -71,6 +71,8 @@ class VAE:
     params : dict
         Name -> array, in forward order (``encoder.0.W`` ... ``decoder.out.b``).
         All are views into one flat vector, so an optimiser updates them in one pass.
+    grads : dict
+        The same names -> their gradients, views into ``flat_grads``, which a backward pass fills.
     xp : module
         The array module (NumPy or CuPy) holding the parameters.
     rng_ : numpy.random.Generator
@@ -120,10 +122,10 @@ class VAE:
         self.optimizer_: Optimizer | None = None
         self.partial_epoch_: dict[str, Any] | None = None
         self.stopped_by_: str | None = None
-        shapes = self._param_shapes()
+        shapes = self.parameter_shapes()
         _check_size(shapes, self.dtype)
-        flat = _init_params(shapes, self.rng_, self.dtype)
-        self._bind(resolve(backend).asarray(flat))
+        flat = self.initial_params(shapes)
+        self.bind(resolve(backend).asarray(flat))
 
     # ------------------------------------------------------------------ structure
     @property
@@ -140,27 +142,32 @@ class VAE:
             "levels": self.levels,
         }
 
-    def _param_shapes(self):
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every parameter, in the order they lie in ``flat_params``."""
         return param_shapes(self.input_dim, self.hidden_dims, self.latent_dim, self.learned_variance, self.n_classes or 0,
                             self.likelihood_.outputs)
 
-    def _bind(self, flat):
+    def initial_params(self, shapes: dict[str, tuple[int, ...]]) -> np.ndarray:
+        """The starting parameter vector (on the host) for ``shapes``, drawn from ``rng_``."""
+        return _init_params(shapes, self.rng_, self.dtype)
+
+    def bind(self, flat: Array) -> None:
         """Make ``flat`` the parameter vector: slice it into per-layer views and build the layers."""
         xp = get_array_module(flat)
         self.xp = xp
         self.backend = name_of(xp)
         self.flat_params = flat
         self.flat_grads = xp.zeros_like(flat)
-        self.params, self._grads = {}, {}
+        self.params, self.grads = {}, {}
         start = 0
-        for name, shape in self._param_shapes().items():
+        for name, shape in self.parameter_shapes().items():
             stop = start + int(np.prod(shape))
             self.params[name] = flat[start:stop].reshape(shape)
-            self._grads[name] = self.flat_grads[start:stop].reshape(shape)
+            self.grads[name] = self.flat_grads[start:stop].reshape(shape)
             start = stop
 
         def dense(prefix):
-            p, g = self.params, self._grads
+            p, g = self.params, self.grads
             return Dense(p[prefix + ".W"], p[prefix + ".b"], g[prefix + ".W"], g[prefix + ".b"])
 
         act = ACTIVATIONS[self.activation]
@@ -168,7 +175,7 @@ class VAE:
         self._encoder = [(dense(f"encoder.{i}"), act()) for i in range(n)]
         self._mu_head = dense("encoder.mu")
         self._logvar_head = dense("encoder.logvar")
-        self._sampler = GaussianSample()
+        self.sampler = GaussianSample()
         self._decoder = [(dense(f"decoder.{i}"), act()) for i in range(n)]
         self._out = dense("decoder.out")
         self._dec_logvar = dense("decoder.logvar") if self.learned_variance else None
@@ -176,7 +183,7 @@ class VAE:
     def to(self, backend_name: str) -> VAE:
         """Move the model (parameters and optimiser state) to ``"numpy"`` or ``"cupy"``; returns self."""
         xp = resolve(backend_name)
-        self._bind(to_backend(self.flat_params, xp))
+        self.bind(to_backend(self.flat_params, xp))
         if self.optimizer_ is not None:
             self.optimizer_.to(xp)
         return self
@@ -221,7 +228,7 @@ class VAE:
         return self.likelihood_.nll(x, out, dec_logvar)
 
     # ------------------------------------------------------------------ backward pieces
-    def _decode_backward(self, dout, ddec_logvar):
+    def decoder_backward(self, dout: Array, ddec_logvar: Array | None) -> Array:
         """dL/d(decoder outputs) -> dL/dz, filling the decoder's gradients."""
         dh = self._out.backward(dout)
         if self._dec_logvar is not None:
@@ -230,7 +237,7 @@ class VAE:
             dh = dense.backward(act.backward(dh))
         return dh[:, :self.latent_dim]  # a conditional model's label inputs need no gradient
 
-    def _encode_backward(self, dmu, dlogvar):
+    def encoder_backward(self, dmu: Array, dlogvar: Array) -> None:
         """dL/dmu, dL/dlogvar -> the encoder's gradients (dL/dx is never needed)."""
         deep = bool(self._encoder)
         dh = self._mu_head.backward(dmu, need_dx=deep)
@@ -261,7 +268,7 @@ class VAE:
 
         # forward: x -> (mu, logvar) -> z -> p(x|z)
         mu, logvar = self.encoder_forward(x, onehot)  # (N, K) each
-        z = self._sampler.forward(mu, logvar, eps)  # (N, K)
+        z = self.sampler.forward(mu, logvar, eps)  # (N, K)
         out, dec_logvar = self.decoder_forward(z, onehot)  # (N, D)
         rec, dout, ddec_logvar = self.nll(x, out, dec_logvar)  # (N,), (N, D)
         kl_dims, dmu_kl, dlogvar_kl = kl_per_dimension(mu, logvar)  # (N, K) each
@@ -282,10 +289,10 @@ class VAE:
         dout *= 1.0 / N
         if ddec_logvar is not None:
             ddec_logvar *= 1.0 / N
-        dz = self._decode_backward(dout, ddec_logvar)  # (N, K)
-        dmu, dlogvar = self._sampler.backward(dz)  # through z = mu + sigma * eps
+        dz = self.decoder_backward(dout, ddec_logvar)  # (N, K)
+        dmu, dlogvar = self.sampler.backward(dz)  # through z = mu + sigma * eps
         dmu, dlogvar = plus_kl_gradient(dmu, dlogvar, dmu_kl, dlogvar_kl, w / N)
-        self._encode_backward(dmu, dlogvar)
+        self.encoder_backward(dmu, dlogvar)
         return stats
 
     def iwae_forward_backward(self, x: Array, eps: Array, onehot: Array | None = None) -> Array:
@@ -313,7 +320,7 @@ class VAE:
         xp = self.xp
         K, N, L = eps.shape
         mu, logvar = self.encoder_forward(x, onehot)  # (N, L) each
-        z = self._sampler.forward(mu[None], logvar[None], eps)  # (K, N, L)
+        z = self.sampler.forward(mu[None], logvar[None], eps)  # (K, N, L)
         labels = None if onehot is None else xp.concatenate([onehot] * K)
         out, dec_logvar = self.decoder_forward(z.reshape(K * N, L), labels)  # row k N + n is example n
         rec, dout, ddec_logvar = self.nll(xp.concatenate([x] * K), out, dec_logvar)  # (K N,), (K N, D)
@@ -333,12 +340,29 @@ class VAE:
         dout *= gz
         if ddec_logvar is not None:
             ddec_logvar *= gz
-        dz = self._decode_backward(dout, ddec_logvar).reshape(K, N, L)
+        dz = self.decoder_backward(dout, ddec_logvar).reshape(K, N, L)
         dz += g[:, :, None] * z  # d(-log p(z))/dz = z
-        dmu, dlogvar = self._sampler.backward(dz)  # dz/dmu = 1, dz/dlogvar = eps sigma / 2
+        dmu, dlogvar = self.sampler.backward(dz)  # dz/dmu = 1, dz/dlogvar = eps sigma / 2
         dlogvar -= 0.5 * g[:, :, None]  # d(log q)/dlogvar = -1/2, directly
-        self._encode_backward(dmu.sum(axis=0), dlogvar.sum(axis=0))  # the K samples share one encoder pass
+        self.encoder_backward(dmu.sum(axis=0), dlogvar.sum(axis=0))  # the K samples share one encoder pass
         return stats
+
+    def log_weights(self, x: Array, eps: Array, onehot: Array | None = None) -> Array:
+        """``log p(x|z) + log p(z) - log q(z|x)`` for ``z = mu + sigma * eps``, ``eps`` (B, c, L): (B, c).
+
+        The importance weights of :func:`minivae.evaluate.log_likelihood`, ``c`` samples for each of the ``B``
+        examples of a checked batch ``x``.
+        """
+        xp = self.xp
+        B, c, L = eps.shape
+        mu, logvar = self.encoder_forward(x, onehot)  # (B, L)
+        z = mu[:, None, :] + xp.exp(0.5 * logvar)[:, None, :] * eps  # (B, c, L)
+        labels = None if onehot is None else xp.repeat(onehot, c, axis=0)  # row b*c + j is example b
+        out, dec_logvar = self.decoder_forward(z.reshape(B * c, L), labels)
+        log_px_z = -self.nll(xp.repeat(x, c, axis=0), out, dec_logvar)[0].reshape(B, c)
+        log_pz = -0.5 * ((z * z).sum(axis=-1) + L * LOG_2PI)
+        log_qz = gaussian_log_density(z, mu[:, None, :], logvar[:, None, :])
+        return log_px_z + log_pz - log_qz
 
     # ------------------------------------------------------------------ checked inputs
     def checked_input(self, x: Any, name: str = "x") -> Array:
@@ -380,7 +404,7 @@ class VAE:
     def _latents(self, z, name="z"):
         return as_batch(z, self.xp, self.dtype, self.latent_dim, name=name)
 
-    def _eps(self, eps, n, rng=None):
+    def checked_noise(self, eps: Any, n: int, rng: np.random.Generator | None = None) -> Array:
         """Check an injected noise array, or draw ``eps ~ N(0, I)`` of shape (n, K) from ``rng`` (default ``rng_``)."""
         if eps is None:
             return self.draw_normal((n, self.latent_dim), rng)
@@ -444,8 +468,8 @@ class VAE:
         if objective == "iwae":
             stats = self.iwae_forward_backward(x, self._samples_eps(eps, K, x.shape[0]), onehot)
         else:
-            stats = self.forward_backward(x, self._eps(eps, x.shape[0]), kl_weight, free_bits, onehot)
-        return float(stats[0]), {name: g.copy() for name, g in self._grads.items()}
+            stats = self.forward_backward(x, self.checked_noise(eps, x.shape[0]), kl_weight, free_bits, onehot)
+        return float(stats[0]), {name: g.copy() for name, g in self.grads.items()}
 
     def check_objective(self, objective: str, n_samples: int, kl_weight: float | None = None, free_bits: float = 0.0,
                         warmup_epochs: int = 0) -> tuple[str, int]:
@@ -521,7 +545,7 @@ class VAE:
         kl = kl_per_dimension(mu, logvar)[0].sum(axis=1)
         rec = 0
         for s in range(n_samples):
-            z = self._sampler.forward(mu, logvar, self._eps(eps if s == 0 else None, x.shape[0], self.eval_rng_))
+            z = self.sampler.forward(mu, logvar, self.checked_noise(eps if s == 0 else None, x.shape[0], self.eval_rng_))
             rec = rec + self.nll(x, *self.decoder_forward(z, onehot))[0]
         return -(rec / n_samples) - kl
 

@@ -42,6 +42,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .backend import to_numpy
+from .families import build
 from .model import VAE
 
 
@@ -137,7 +138,8 @@ def _combine(per_example, runs, per_seed, seeds):
 
 def trained(config: Mapping[str, Any], x: Any, seed: int, cache: str | os.PathLike[str] | Literal[False] | None = None,
             **fit_options: Any) -> VAE:
-    """``VAE(**config, seed=seed)`` fitted to ``x`` with ``fit_options``; kept in the folder ``cache``.
+    """A model of ``config`` (a :class:`~minivae.model.VAE`'s arguments; ``family`` names another family, see
+    :mod:`minivae.families`) with ``seed``, fitted to ``x`` with ``fit_options``; kept in the folder ``cache``.
 
     ``cache`` defaults to ``$MINIVAE_MODEL_CACHE`` when that is set (the test
     suite sets it, so that notebooks which train the same model share one);
@@ -151,7 +153,7 @@ def trained(config: Mapping[str, Any], x: Any, seed: int, cache: str | os.PathLi
     if cache is None:
         cache = os.environ.get("MINIVAE_MODEL_CACHE") or None
     if cache is None or cache is False:
-        return VAE(**config, seed=seed).fit(x, **options)
+        return build(config, seed=seed).fit(x, **options)
     key = fingerprint({"config": config, "fit": {k: v for k, v in options.items() if k != "progress"},
                        "seed": seed, "data": x})
     path = Path(cache) / f"vae-{key[:24]}.npz"
@@ -159,7 +161,7 @@ def trained(config: Mapping[str, Any], x: Any, seed: int, cache: str | os.PathLi
     with _held(path.with_suffix(".lock")):  # a second process that wants this model waits for it, then loads it
         if path.exists():
             return VAE.load(path)
-        model = VAE(**config, seed=seed).fit(x, **options)
+        model = build(config, seed=seed).fit(x, **options)
         if model.stopped_by_ is None:  # a run stopped early is not the configuration's model
             model.save(path)  # atomic: a reader never sees half a file
     return model

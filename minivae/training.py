@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -37,7 +37,9 @@ from .stops import StopRequests
 from .validation import check_choice, check_positive
 
 if TYPE_CHECKING:  # names for annotations alone, not imported at run time
-    from .model import VAE
+    from .trainable import Trainable
+
+    Model = TypeVar("Model", bound=Trainable)  # fit returns the model it was given, of its own class
 
 class DivergedError(FloatingPointError):
     """The loss, its gradient or the updated parameters stopped being finite.
@@ -58,10 +60,10 @@ class DivergedError(FloatingPointError):
         super().__init__(f"{bad} at epoch {epoch}, step {step}; {undone}. {cause}")
 
 
-def fit(model: VAE, x: Any, epochs: int = 10, *, batch_size: int = 128, lr: float = 1e-3, optimizer: str = "adam",
+def fit(model: Model, x: Any, epochs: int = 10, *, batch_size: int = 128, lr: float = 1e-3, optimizer: str = "adam",
         validation: Any = None, progress: bool = True, binarize: str | None = None, warmup_epochs: int = 0,
         free_bits: float = 0.0, eval_batch_size: int = 1000, objective: str = "elbo", n_samples: int = 1,
-        y: Any = None) -> VAE:
+        y: Any = None) -> Model:
     """Train ``model`` on ``x`` by minibatch gradient descent on the negative ELBO; returns ``model``.
 
     Parameters
@@ -229,7 +231,7 @@ def fit(model: VAE, x: Any, epochs: int = 10, *, batch_size: int = 128, lr: floa
 MAX_EPOCHS = 10**6
 
 
-def check_step_memory(model: VAE, batch: int, n_samples: int) -> None:
+def check_step_memory(model: Trainable, batch: int, n_samples: int) -> None:
     """Refuse, before anything changes, a step whose arrays could not fit in memory.
 
     A step keeps a few arrays of ``n_samples x batch`` rows as wide as the
@@ -293,18 +295,19 @@ USUAL_LR = {"Adam": (1e-5, 1e-2), "SGD": (1e-5, 1.0)}  # learning rates beyond t
 DATA_SCALE = 100.0  # Gaussian data this many standard deviations from 0 are more likely unscaled than extreme
 
 
-def likely_cause(model: VAE, x: Array, opt: Optimizer) -> str:
+def likely_cause(model: Trainable, x: Array, opt: Optimizer) -> str:
     """What most likely made training diverge, from what it can see, and then the fix: one sentence or two.
 
     It looks at the data's scale against a fixed-variance Gaussian's standard deviation (the other
     likelihoods' data were checked to lie in [0, 1]) and at the learning rate against the optimiser's
     usual range, in that order; when neither stands out it says so.
     """
-    if model.likelihood == "gaussian" and model.decoder_std != "learned":
+    std = model.decoder_std
+    if model.likelihood == "gaussian" and not isinstance(std, str):  # a fixed standard deviation, not "learned"
         reach = float(model.xp.abs(x).max())
-        if reach > DATA_SCALE * model.decoder_std:
-            return (f"Likely cause: the data reach |x| = {reach:g}, {reach / model.decoder_std:.0f} times the "
-                    f"Gaussian's standard deviation ({model.decoder_std:g}), so the first gradients are huge. "
+        if reach > DATA_SCALE * std:
+            return (f"Likely cause: the data reach |x| = {reach:g}, {reach / std:.0f} times the "
+                    f"Gaussian's standard deviation ({std:g}), so the first gradients are huge. "
                     "Scale the data (8-bit pixels: divide by 255; otherwise standardise each feature) or set "
                     "decoder_std near the data's spread")
     name = type(opt).__name__
@@ -355,7 +358,7 @@ class StepSnapshot:
     previous step made, so :meth:`restore_previous` undoes that step as well.
     """
 
-    def __init__(self, model: VAE, opt: Optimizer, noise: Any) -> None:
+    def __init__(self, model: Trainable, opt: Optimizer, noise: Any) -> None:
         self.model, self.opt, self.noise = model, opt, noise
         self.frame, self.epoch_begins = self.Frame(), True
         self.previous: StepSnapshot.Frame | None = None
@@ -411,7 +414,7 @@ class StepSnapshot:
         return True
 
 
-def mean_elbo(model: VAE, x: Any, batch_size: int = 1000, y: Any = None) -> float:
+def mean_elbo(model: Trainable, x: Any, batch_size: int = 1000, y: Any = None) -> float:
     """Mean per-example ELBO over ``x`` in nats, computed in batches (``y``: a conditional model's labels)."""
     batch_size = check_positive("batch_size", batch_size, integer=True)
     if len(x) == 0:

@@ -40,8 +40,8 @@ def public_callables(module):
                     value = value.__func__
                 elif isinstance(value, property):
                     value = value.fget
-                if inspect.isfunction(value):
-                    yield f"{module.__name__}.{name}.{attr}", value
+                if inspect.isfunction(value) and value.__qualname__.startswith(f"{obj.__qualname__}."):
+                    yield f"{module.__name__}.{name}.{attr}", value  # written in the class (not made by typing)
 
 
 def unannotated(function):

@@ -1,0 +1,33 @@
+"""The model families minivae trains, by name: a configuration's ``family`` says which class builds it.
+
+``"vae"`` (also a configuration that names no family) is :class:`minivae.model.VAE`; ``"planar_flow"`` is
+:class:`minivae.flows.FlowVAE`. Every family meets :class:`minivae.trainable.Trainable`, so that ``fit``,
+``minivae.evaluate``, checkpoints and :func:`minivae.seeds.trained` take any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # names for annotations alone, not imported at run time
+    from .model import VAE
+
+NAMES = ("vae", "planar_flow")
+
+
+def family_class(name: str = "vae") -> type[VAE]:
+    """The class of the family ``name``."""
+    if name == "vae":
+        from .model import VAE
+        return VAE
+    if name == "planar_flow":
+        from .flows import FlowVAE
+        return FlowVAE
+    raise ValueError(f"unknown model family {name!r}; the families are {', '.join(map(repr, NAMES))}")
+
+
+def build(config: Mapping[str, Any], **options: Any) -> VAE:
+    """A new model of ``config``'s family from the rest of ``config`` and ``options`` (``seed``, ``backend``)."""
+    settings = dict(config)
+    return family_class(settings.pop("family", "vae"))(**settings, **options)
