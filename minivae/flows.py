@@ -1,7 +1,7 @@
 """Planar flows (Rezende & Mohamed, 2015): a posterior that need not be a diagonal Gaussian, derived by hand.
 
 The encoder gives a diagonal Gaussian ``q_0(z_0|x) = N(mu(x), diag(sigma(x)^2))`` as before, and ``K`` planar
-maps then bend its samples:
+maps then bend its samples::
 
     z_k = z_{k-1} + u_k tanh(w_k . z_{k-1} + b_k)        (one vector u_k, w_k and one number b_k per map)
 
@@ -9,11 +9,11 @@ A map moves each point along ``u_k`` by an amount that depends on which side of 
 ``w_k . z + b_k = 0`` it lies, so a stack of them can squeeze, stretch and bend the Gaussian. Its Jacobian is
 ``I + u_k psi_k^T`` with ``psi_k = (1 - t_k^2) w_k`` and ``t_k = tanh(w_k . z_{k-1} + b_k)``, whose determinant
 is ``1 + u_k . psi_k`` (the matrix determinant lemma), so the density of ``z_K`` follows from the change of
-variables:
+variables::
 
     log q_K(z_K|x) = log q_0(z_0|x) - sum_k log |1 + (1 - t_k^2) w_k . u_k|
 
-The map is invertible when ``w_k . u_k >= -1``. The parameter ``u_k`` is therefore free and the map uses
+The map is invertible when ``w_k . u_k >= -1``. The parameter ``u_k`` is therefore free and the map uses::
 
     u_hat = u + (m(w . u) - w . u) w / |w|^2,    m(a) = -1 + softplus(a) > -1,
 
@@ -22,7 +22,7 @@ for which ``w . u_hat = m(w . u)``: the determinant ``1 + (1 - t^2) m(w . u)`` i
 the determinant to 0 on the hyperplane; the log-determinant's term in the loss grows without bound on the way
 there, so training keeps away.)
 
-There is no closed-form KL any more: the ELBO is estimated from the sample itself,
+There is no closed-form KL any more: the ELBO is estimated from the sample itself::
 
     ELBO = E_q0[ log p(x|z_K) + log p(z_K) - log q_0(z_0|x) + sum_k log det_k ],
 
