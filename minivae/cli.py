@@ -17,6 +17,7 @@ import numpy as np
 from .backend import to_numpy
 from .datasets import binarize, load_digits, load_mnist
 from .baselines import bits, gzip_bits, histogram_log_prob, pixel_histograms
+from .families import build
 from .evaluate import (bits_per_dimension, latent_diagnostics, monte_carlo_mean, monte_carlo_replicates,
                        paired_difference, replicate_mean)
 from .likelihoods import NAMES as LIKELIHOODS
@@ -137,6 +138,8 @@ def run_folder(args):
         parts.append("conditional")
     if args.iwae is not None:
         parts.append(f"iwae{args.iwae}")
+    if args.flow:
+        parts.append(f"flow{args.flow}")
     if args.likelihood and args.likelihood != defaults["likelihood"]:
         parts.append(args.likelihood.replace("_", "-"))
     if args.binarize:
@@ -151,7 +154,7 @@ def run_folder(args):
 
 MODEL_OPTIONS = {  # train's options that shape a new model, and their defaults (None: per data set)
     "hidden": None, "latent_dim": LATENT_DIM, "activation": "relu", "likelihood": None, "trials": None,
-    "levels": None, "decoder_std": 1.0, "beta": 1.0, "conditional": False, "seed": 0}
+    "levels": None, "decoder_std": 1.0, "beta": 1.0, "conditional": False, "seed": 0, "flow": 0}
 
 
 def check_resume_options(args):
@@ -201,7 +204,7 @@ def check_train_numbers(args):
                                        ("--iw-samples", args.iw_samples, True, True), ("--beta", args.beta, False, True),
                                        ("--warmup-epochs", args.warmup_epochs, True, True),
                                        ("--free-bits", args.free_bits, False, True), ("--iwae", args.iwae, True, False),
-                                       ("--seed", args.seed, True, True)):
+                                       ("--seed", args.seed, True, True), ("--flow", args.flow, True, True)):
         if value is not None:
             check_positive(flag, value, integer=integer, allow_zero=zero)
     if isinstance(args.decoder_std, float):
@@ -236,10 +239,12 @@ def cmd_train(args):
         trials = (defaults["trials"] if args.trials is None else args.trials) \
             if likelihood in ("binomial", "beta_binomial") else None
         levels = (defaults["levels"] if args.levels is None else args.levels) if likelihood == "categorical" else None
-        model = VAE(x.shape[1], hidden_dims=args.hidden if args.hidden is not None else defaults["hidden"],
-                    latent_dim=args.latent_dim, activation=args.activation, likelihood=likelihood,
-                    decoder_std=args.decoder_std, beta=args.beta, backend=args.backend, seed=args.seed,
-                    trials=trials, levels=levels, n_classes=int(y.max()) + 1 if args.conditional else None)
+        family = {"family": "planar_flow", "flow_length": args.flow} if args.flow else {}
+        model = build(family, input_dim=x.shape[1],
+                      hidden_dims=args.hidden if args.hidden is not None else defaults["hidden"],
+                      latent_dim=args.latent_dim, activation=args.activation, likelihood=likelihood,
+                      decoder_std=args.decoder_std, beta=args.beta, backend=args.backend, seed=args.seed,
+                      trials=trials, levels=levels, n_classes=int(y.max()) + 1 if args.conditional else None)
     print(model)
     print(f"training into {out}/")
     binarized = binarize_mode(args.binarize, model.likelihood, x)
@@ -573,6 +578,9 @@ def build_parser():
                        help="a conditional VAE of p(x|label): the label enters the encoder and the decoder")
     train.add_argument("--iwae", type=int, metavar="K",
                        help="train on the K-sample importance-weighted bound (Burda et al. 2016) instead of the ELBO")
+    train.add_argument("--flow", type=int, metavar="K",
+                       help="a posterior of K planar maps after the encoder's Gaussian (Rezende & Mohamed 2015; "
+                            "minivae.FlowVAE), trained on the ELBO (default: 0, none)")
     train.add_argument("--binarize", choices=("dynamic", "none"),
                        help="dynamic: redraw binary pixels ~ Bernoulli(x) at every use (the default for a Bernoulli "
                             "model of grey images); none: train on the values as they are")

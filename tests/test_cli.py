@@ -205,6 +205,22 @@ def test_train_on_the_importance_weighted_bound(tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_train_a_flow_posterior_and_use_its_checkpoint(tmp_path, capsys):
+    from minivae.flows import FlowVAE
+    out = tmp_path / "flow"
+    args = ["train", "--epochs", "2", "--out", str(out), "--no-progress", "--hidden", "16", "--iw-samples", "20"]
+    assert main(args + ["--flow", "3"]) == 0
+    model = VAE.load(out / "model.npz")
+    assert type(model) is FlowVAE and model.flow_length == 3 and len(model.history_) == 2
+    assert "test log p(x)" in capsys.readouterr().out
+    assert main(["evaluate", "--checkpoint", str(out / "model.npz"), "--samples", "20", "--limit", "50"]) == 0
+    assert "log p(x)" in capsys.readouterr().out
+    for bad, message in ((["--flow", "-1"], "--flow must be"), (["--flow", "2", "--iwae", "3"], "ELBO alone")):
+        assert main(args + bad) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_a_conditional_model_draws_the_class_it_is_asked_for(tmp_path, capsys):
     out = tmp_path / "cvae"
     assert main(["train", "--conditional", "--epochs", "2", "--out", str(out), "--no-progress", "--hidden", "16"]) == 0
