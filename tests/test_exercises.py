@@ -77,6 +77,10 @@ def fd_targets(name, c):
     if name == "free_bits_kl":  # no entry of the case sits on the floor, where the term has a kink
         L = lambda: c["beta"] * np.maximum(c["kl"].mean(axis=0), c["free_bits"]).sum()
         return [(1, L, c["kl"])]
+    if name == "planar_backward":  # the loss reads both outputs of the map: z_next . dz_next + logdet . dlogdet
+        L = lambda: ((answer("planar_forward", c)[0] * c["dz_next"]).sum()
+                     + (answer("planar_forward", c)[1] * c["dlogdet"]).sum())
+        return [(0, L, c["z"]), (1, L, c["u"]), (2, L, c["w"]), (3, L, c["b"])]
     if name == "conditional_layer":
         classes = c["W"].shape[0] - c["z"].shape[1]
         L = lambda: ((np.hstack([c["z"], np.eye(classes)[c["y"]]]) @ c["W"] + c["b"]) * c["da"]).sum()
@@ -91,7 +95,7 @@ def test_every_gradient_part_is_proved_by_finite_differences():
     assert set(GRADIENT_PARTS) == {"dense_backward", "tanh_backward", "sample_backward", "bce_backward",
                                    "kl_backward", "pathwise_gradient", "binomial_backward", "gaussian_backward",
                                    "heads_backward", "vae_backward", "iwae_bound", "free_bits_kl",
-                                   "conditional_layer"}
+                                   "conditional_layer", "planar_backward"}
 
 
 @pytest.mark.parametrize("name", GRADIENT_PARTS)
@@ -242,6 +246,25 @@ def test_the_gaussian_kl_is_the_integral_of_q_log_q_over_p():
         assert np.allclose(answer("gaussian_kl", c)[0], want, rtol=0, atol=1e-7)
         lib = losses.kl_per_dimension(c["mu"], c["logvar"])[0].sum(axis=1)
         assert np.allclose(answer("gaussian_kl", c)[0], lib, rtol=1e-12)
+
+
+def test_the_planar_map_equals_the_librarys():
+    """The exercise's map, its constraint and its backward pass are minivae.flows' (which takes u free)."""
+    from minivae.flows import PlanarFlow, constrained_u
+    for seed in range(5):
+        c = case_of("constrained_u", seed)
+        u_hat = answer("constrained_u", c)[0]
+        assert np.allclose(u_hat, constrained_u(c["u"], c["w"])[0])
+        f = case_of("planar_backward", seed)
+        L = len(f["w"])
+        flow = PlanarFlow(f["u"], f["w"], f["b"], np.zeros(L), np.zeros(L), np.zeros(1))
+        library = {"u": f["u"]}
+        f = dict(f, u=constrained_u(f["u"], f["w"])[0])  # the exercise takes the u the map uses
+        z_next, logdet = flow.forward(f["z"])
+        assert all(np.allclose(a, b) for a, b in zip((z_next, logdet), answer("planar_forward", f)))
+        dz = flow.backward(f["dz_next"], f["dlogdet"])
+        right = answer("planar_backward", f)
+        assert np.allclose(dz, right[0]) and np.allclose(flow.grads["b"], right[3]), library
 
 
 def test_the_bound_is_the_log_mean_weight_and_free_bits_match_the_library():
@@ -540,7 +563,7 @@ def test_an_unknown_part_is_named():
 
 
 # ---------------------------------------------------------------- the notebooks carry it
-def test_the_track_has_eight_notebooks_and_every_part_once():
+def test_the_track_has_nine_notebooks_and_every_part_once():
     graded, written = {}, []
     for path in SOLUTIONS:
         for cell in nbformat.read(path, as_version=4).cells:
@@ -554,7 +577,7 @@ def test_the_track_has_eight_notebooks_and_every_part_once():
                 assert f'check("{name}", {name})' in cell.source
                 # a graded experiment trains once: another seed of the check would only train it again
                 assert "BEGIN HIDDEN TESTS" in cell.source or name == "past_the_histograms"
-    assert len(SOLUTIONS) >= 8 and len(graded) >= 31 and len(written) >= 3 and len(set(written)) == len(written)
+    assert len(SOLUTIONS) >= 9 and len(graded) >= 34 and len(written) >= 3 and len(set(written)) == len(written)
     assert set(graded) == set(PARTS)
     assert all(points == PARTS[name].points for name, (_, points) in graded.items())
     assert all(PARTS[name].lesson == path[:-len(".ipynb")] for name, (path, _) in graded.items())
