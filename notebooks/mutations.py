@@ -92,6 +92,14 @@ BUGS = [
     ("the seed-to-seed part of a standard error not divided by the number of seeds", "seeds.py",
      "seed_var = sum(v.mean(axis=1).var(ddof=1) / len(v) for v in runs)",
      "seed_var = sum(v.mean(axis=1).var(ddof=1) for v in runs)"),
+    ("the planar map's log-determinant without tanh'", "flows.py",
+     "det = 1 + (1 - t * t) * wu_hat", "det = 1 + wu_hat"),
+    ("the planar map's backward without the determinant's path through t", "flows.py",
+     "dt = dt - 2 * t * wu_hat * ddet", "dt = dt"),
+    ("the invertibility constraint's m(a) without its -1", "flows.py",
+     "wu_hat = softplus(xp, a) - 1  # m(a)", "wu_hat = softplus(xp, a)  # m(a)"),
+    ("the flow's log q_0 without its direct -1/2 in dlogvar", "flows.py",
+     "dlogvar -= 0.5 * w / N  # from log q_0(z_0|x), directly", "pass  # from log q_0(z_0|x), directly"),
 ]
 
 
