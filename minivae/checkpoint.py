@@ -141,7 +141,7 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> VAE:
         family = config.pop("family", "vae")
         if not isinstance(family, str):
             raise ValueError(f"its model family is not a name: {family!r}")
-        build = family_class(family)
+        cls = family_class(family)
         shapes = param_shapes(check_positive("input_dim", config.get("input_dim"), integer=True),
                               tuple(check_positive("each hidden size", h, integer=True)
                                     for h in _list(config.get("hidden_dims"), "hidden_dims")),
@@ -161,7 +161,7 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> VAE:
                              f"({config.get('dtype')}, ({n_params},))")
         if not np.isfinite(params).all():
             raise ValueError("its parameters hold NaN or inf")
-        model = build(**config, backend=backend)
+        model = cls(**config, backend=backend)
         model.flat_params[...] = to_backend(params, model.xp)
         _set_generator(model.rng_, _json_member(arrays, "rng_state", path), "rng_state")
         if "eval_rng_state" in arrays:  # format 1 had one generator; its models start evaluation afresh

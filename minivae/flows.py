@@ -41,7 +41,7 @@ from .backend import Array, get_array_module
 from .layers import Layer
 from .losses import LOG_2PI
 from .model import VAE
-from .validation import check_positive
+from .validation import check_positive, check_samples
 
 MAX_FLOW_LENGTH = 64  # more maps than this is a typo: each adds 2 L + 1 parameters and a pass over the samples
 
@@ -240,8 +240,6 @@ class FlowVAE(VAE):
     def elbo(self, x: Any, n_samples: int = 1, eps: Array | None = None, y: Any = None) -> Array:
         """Per-example ELBO in nats, shape (N,): both of its terms estimated from ``n_samples`` draws of the flow
         posterior (there is no closed-form KL), from ``eval_rng_``; ``eps`` (N, L) fixes the noise of one."""
-        from .validation import check_samples
-
         n_samples = check_samples("n_samples", n_samples)
         x = self.checked_input(x)
         onehot = self.one_hot(y, x.shape[0])
