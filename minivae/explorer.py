@@ -18,7 +18,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .backend import to_numpy
-from .evaluate import active_units
 from .plotting import image_batch, image_shape, tile
 
 if TYPE_CHECKING:  # names for annotations alone, not imported at run time
@@ -63,14 +62,14 @@ class LatentExplorer:
         labels = np.asarray(labels)
         if labels.shape != (len(x),):
             raise ValueError(f"labels must hold one label per row of x ({len(x)}); got shape {labels.shape}")
-        _, variances = active_units(model, x)
+        mu = to_numpy(model.encode(x)[0]).astype(np.float64)
+        variances = mu.var(axis=0)  # Var_x E[z|x] per dimension: how active each unit is
         if dims is None:
             most_active = np.argsort(-variances, kind="stable")
             dims = (int(most_active[0]), int(most_active[1]))
         elif len(dims) != 2 or dims[0] == dims[1] or not all(0 <= int(d) < model.latent_dim for d in dims):
             raise ValueError(f"dims must name two of the {model.latent_dim} latent dimensions (0 to "
                              f"{model.latent_dim - 1}); got {dims!r}")
-        mu = to_numpy(model.encode(x)[0]).astype(np.float64)
         self.model, self.labels, self.dims = model, labels, (int(dims[0]), int(dims[1]))
         self.centre = mu.mean(axis=0)
         self.codes = mu[:, list(self.dims)]
