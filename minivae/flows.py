@@ -225,17 +225,12 @@ class FlowVAE(VAE):
 
     def log_weights(self, x: Array, eps: Array, onehot: Array | None = None) -> Array:
         """``log p(x|z_K) + log p(z_K) - log q_K(z_K|x)`` for ``z_0 = mu + sigma * eps``, ``eps`` (B, c, L); (B, c)."""
-        xp = self.xp
         B, c, L = eps.shape
         mu, logvar = self.encoder_forward(x, onehot)
-        z0 = (mu[:, None, :] + xp.exp(0.5 * logvar)[:, None, :] * eps).reshape(B * c, L)
+        z0 = (mu[:, None, :] + self.xp.exp(0.5 * logvar)[:, None, :] * eps).reshape(B * c, L)
         z, logdet = self.flow_forward(z0)
-        labels = None if onehot is None else xp.repeat(onehot, c, axis=0)
-        out, dec_logvar = self.decoder_forward(z, labels)
-        log_px_z = -self.nll(xp.repeat(x, c, axis=0), out, dec_logvar)[0]
-        log_pz = -0.5 * ((z * z).sum(axis=1) + L * LOG_2PI)
-        log_q0 = -0.5 * ((logvar[:, None, :] + eps * eps).sum(axis=2) + L * LOG_2PI).reshape(B * c)
-        return (log_px_z + log_pz - log_q0 + logdet).reshape(B, c)
+        log_q0 = -0.5 * ((logvar[:, None, :] + eps * eps).sum(axis=2) + L * LOG_2PI)  # (B, c)
+        return self.log_joint(x, z.reshape(B, c, L), onehot) - log_q0 + logdet.reshape(B, c)
 
     def elbo(self, x: Any, n_samples: int = 1, eps: Array | None = None, y: Any = None) -> Array:
         """Per-example ELBO in nats, shape (N,): both of its terms estimated from ``n_samples`` draws of the flow

@@ -353,16 +353,19 @@ class VAE:
         The importance weights of :func:`minivae.evaluate.log_likelihood`, ``c`` samples for each of the ``B``
         examples of a checked batch ``x``.
         """
-        xp = self.xp
-        B, c, L = eps.shape
         mu, logvar = self.encoder_forward(x, onehot)  # (B, L)
-        z = mu[:, None, :] + xp.exp(0.5 * logvar)[:, None, :] * eps  # (B, c, L)
+        z = mu[:, None, :] + self.xp.exp(0.5 * logvar)[:, None, :] * eps  # (B, c, L)
+        return self.log_joint(x, z, onehot) - gaussian_log_density(z, mu[:, None, :], logvar[:, None, :])
+
+    def log_joint(self, x: Array, z: Array, onehot: Array | None = None) -> Array:
+        """``log p(x|z) + log p(z)`` for ``c`` latent points ``z`` (B, c, L) of each of the ``B`` examples of ``x``:
+        (B, c), the part of every importance weight that does not depend on the posterior."""
+        xp = self.xp
+        B, c, L = z.shape
         labels = None if onehot is None else xp.repeat(onehot, c, axis=0)  # row b*c + j is example b
         out, dec_logvar = self.decoder_forward(z.reshape(B * c, L), labels)
         log_px_z = -self.nll(xp.repeat(x, c, axis=0), out, dec_logvar)[0].reshape(B, c)
-        log_pz = -0.5 * ((z * z).sum(axis=-1) + L * LOG_2PI)
-        log_qz = gaussian_log_density(z, mu[:, None, :], logvar[:, None, :])
-        return log_px_z + log_pz - log_qz
+        return log_px_z - 0.5 * ((z * z).sum(axis=-1) + L * LOG_2PI)
 
     # ------------------------------------------------------------------ checked inputs
     def checked_input(self, x: Any, name: str = "x") -> Array:
