@@ -119,7 +119,6 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> VAE:
     unpickles).
     """
     from .families import family_class
-    from .flows import MAX_FLOW_LENGTH, flow_shapes
     from .model import param_shapes
 
     path = Path(path)
@@ -150,11 +149,7 @@ def load(path: str | os.PathLike[str], backend: str | None = None) -> VAE:
                               0 if config.get("n_classes") is None else
                               check_positive("n_classes", config.get("n_classes"), integer=True),
                               _outputs_per_pixel(config))
-        if family == "planar_flow":
-            length = check_positive("flow_length", config.get("flow_length"), integer=True, allow_zero=True)
-            if length > MAX_FLOW_LENGTH:
-                raise ValueError(f"its flow has {length} maps, more than the {MAX_FLOW_LENGTH} a FlowVAE may have")
-            shapes.update(flow_shapes(config["latent_dim"], length))
+        shapes.update(cls.family_shapes(config))
         n_params = sum(math.prod(shape) for shape in shapes.values())
         if params.shape != (n_params,) or params.dtype.name != config.get("dtype"):
             raise ValueError(f"its parameters ({params.dtype}, {params.shape}) do not fit its configuration "

@@ -132,11 +132,12 @@ class FlowVAE(VAE):
     family = "planar_flow"
 
     def __init__(self, input_dim: int, flow_length: int = 4, **options: Any) -> None:
-        self.flow_length = check_positive("flow_length", flow_length, integer=True, allow_zero=True)
-        if self.flow_length > MAX_FLOW_LENGTH:
-            raise ValueError(f"flow_length={flow_length} maps; at most {MAX_FLOW_LENGTH} (each adds a pass over "
-                             "every sample)")
+        self.flow_length = check_flow_length(flow_length)
         super().__init__(input_dim, **options)
+
+    @classmethod
+    def family_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        return flow_shapes(config["latent_dim"], check_flow_length(config.get("flow_length")))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "family": self.family, "flow_length": self.flow_length}
@@ -250,6 +251,15 @@ class FlowVAE(VAE):
         mu, logvar = self.encoder_forward(x, self.one_hot(y, x.shape[0]))
         eps = self.draw_normal(mu.shape, self.eval_rng_)
         return self.flow_forward(mu + self.xp.exp(0.5 * logvar) * eps)[0]
+
+
+def check_flow_length(value: Any) -> int:
+    """``value`` as a number of maps: a whole number from 0 to ``MAX_FLOW_LENGTH``."""
+    length = check_positive("flow_length", value, integer=True, allow_zero=True)
+    if length > MAX_FLOW_LENGTH:
+        raise ValueError(f"flow_length={length}: more than the {MAX_FLOW_LENGTH} maps a FlowVAE may have; at most "
+                         f"{MAX_FLOW_LENGTH} (each adds a pass over every sample)")
+    return length
 
 
 def flow_shapes(latent_dim: int, flow_length: int) -> dict[str, tuple[int, ...]]:

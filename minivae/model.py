@@ -147,6 +147,13 @@ class VAE:
         return param_shapes(self.input_dim, self.hidden_dims, self.latent_dim, self.learned_variance, self.n_classes or 0,
                             self.likelihood_.outputs)
 
+    @classmethod
+    def family_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of the parameters a family adds to the VAE's, from a checkpoint's ``config`` (its VAE part
+        already checked), each of its own settings checked: none for the VAE. A checkpoint sizes its parameters
+        with them before it builds anything."""
+        return {}
+
     def initial_params(self, shapes: dict[str, tuple[int, ...]]) -> np.ndarray:
         """The starting parameter vector (on the host) for ``shapes``, drawn from ``rng_``."""
         return _init_params(shapes, self.rng_, self.dtype)
