@@ -92,6 +92,8 @@ class VAE:
         step, running totals), for :meth:`fit` to go on from; saved with the model.
     """
 
+    family = "vae"  # the name minivae.families builds it by; each family's class sets its own
+
     def __init__(self, input_dim: int, hidden_dims: int | Sequence[int] = (400,), latent_dim: int = 20,
                  activation: str = "relu", likelihood: str = "bernoulli", decoder_std: float | str = 1.0,
                  beta: float = 1.0, dtype: str = "float32", backend: str | None = None, seed: int | None = 0,
@@ -244,17 +246,22 @@ class VAE:
             dh = dense.backward(act.backward(dh))
         return dh[:, :self.latent_dim]  # a conditional model's label inputs need no gradient
 
-    def encoder_backward(self, dmu: Array, dlogvar: Array) -> None:
-        """dL/dmu, dL/dlogvar -> the encoder's gradients (dL/dx is never needed)."""
+    def encoder_backward(self, dmu: Array, dlogvar: Array, need_dx: bool = False) -> Array | None:
+        """dL/dmu, dL/dlogvar -> the encoder's gradients; with ``need_dx``, also returns dL/dx (N, D + C).
+
+        Training a VAE never needs dL/dx; a prior built from the encoder's posteriors of learned inputs
+        (:class:`minivae.priors.VampPriorVAE`) does.
+        """
         deep = bool(self._encoder)
-        dh = self._mu_head.backward(dmu, need_dx=deep)
-        dh_logvar = self._logvar_head.backward(dlogvar, need_dx=deep)
-        if not deep:
-            return
+        dh = self._mu_head.backward(dmu, need_dx=deep or need_dx)
+        dh_logvar = self._logvar_head.backward(dlogvar, need_dx=deep or need_dx)
+        if dh is None or dh_logvar is None:
+            return None
         dh += dh_logvar  # both heads read the same h
         for i in reversed(range(len(self._encoder))):
             dense, act = self._encoder[i]
-            dh = dense.backward(act.backward(dh), need_dx=i > 0)
+            dh = dense.backward(act.backward(dh), need_dx=i > 0 or need_dx)
+        return dh if need_dx else None
 
     def forward_backward(self, x: Array, eps: Array, kl_weight: float | None = None, free_bits: float = 0.0,
                          onehot: Array | None = None) -> Array:
@@ -372,7 +379,16 @@ class VAE:
         labels = None if onehot is None else xp.repeat(onehot, c, axis=0)  # row b*c + j is example b
         out, dec_logvar = self.decoder_forward(z.reshape(B * c, L), labels)
         log_px_z = -self.nll(xp.repeat(x, c, axis=0), out, dec_logvar)[0].reshape(B, c)
-        return log_px_z - 0.5 * ((z * z).sum(axis=-1) + L * LOG_2PI)
+        return log_px_z + self.log_prior(z)
+
+    def log_prior(self, z: Array) -> Array:
+        """``log p(z)`` of latent points ``z`` (..., L), one per row: the standard normal's, ``-(z^2 + log 2 pi) / 2``
+        summed over the dimensions. A family with a learned prior (:mod:`minivae.priors`) overrides it."""
+        return -0.5 * ((z * z).sum(axis=-1) + z.shape[-1] * LOG_2PI)
+
+    def prior_sample(self, n: int, rng: np.random.Generator | None = None) -> Array:
+        """``n`` draws ``z ~ p(z)`` (n, L) on the model's device, from ``rng`` (default ``rng_``): standard normal."""
+        return self.draw_normal((n, self.latent_dim), rng)
 
     # ------------------------------------------------------------------ checked inputs
     def checked_input(self, x: Any, name: str = "x") -> Array:
@@ -524,7 +540,7 @@ class VAE:
         return self.decode(mu, y)
 
     def sample(self, n: int, mean: bool = True, y: Any = None) -> Array:
-        """``n`` draws from the model, (n, D): ``z ~ N(0, I)``, then ``E[x|z]`` (``mean=True``) or ``x ~ p(x|z)``.
+        """``n`` draws from the model, (n, D): ``z ~ p(z)`` (``N(0, I)``), then ``E[x|z]`` (``mean=True``) or ``x ~ p(x|z)``.
 
         The noise comes from ``eval_rng_``. Images are usually shown as means:
         a draw adds the likelihood's pixel noise. A conditional model draws
@@ -534,7 +550,7 @@ class VAE:
         check_memory(n * self.input_dim * self.likelihood_.outputs * np.dtype(self.dtype).itemsize, self.xp,
                      f"{n:,} samples", "draw them in smaller batches")
         onehot = self.one_hot(y, n)
-        z = self.draw_normal((n, self.latent_dim), self.eval_rng_)
+        z = self.prior_sample(n, self.eval_rng_)
         out, logvar = self.decoder_forward(z, onehot)
         if mean:
             return self.likelihood_.mean(out, logvar)
