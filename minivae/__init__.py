@@ -3,12 +3,13 @@
 __version__ = "0.1.0"
 
 from . import (aggregate, backend, baselines, datasets, evaluate, families, flows, gradcheck, latent, layers,
-               likelihoods, losses, optim, seeds)
+               likelihoods, losses, optim, priors, seeds)
 from .backend import get_array_module, resolve, to_numpy
 from .datasets import load_digits, load_mnist
 from .gradcheck import check_gradients, numerical_gradient, rel_error
 from .flows import FlowVAE
 from .model import VAE
+from .priors import MixturePriorVAE, VampPriorVAE
 from .training import DivergedError
 
 
@@ -25,6 +26,6 @@ def __getattr__(name):
 __all__ = [
     "VAE", "DivergedError", "FlowVAE", "aggregate", "backend", "baselines", "check_gradients", "datasets", "evaluate",
     "explorer", "families", "flows", "get_array_module", "gradcheck",
-    "latent", "layers", "likelihoods", "load_digits", "load_mnist", "losses", "numerical_gradient", "optim", "plotting",
-    "rel_error", "resolve", "seeds", "to_numpy",
+    "latent", "layers", "likelihoods", "load_digits", "load_mnist", "losses", "MixturePriorVAE", "numerical_gradient",
+    "optim", "plotting", "priors", "rel_error", "resolve", "seeds", "to_numpy", "VampPriorVAE",
 ]

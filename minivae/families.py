@@ -1,8 +1,10 @@
 """The model families minivae trains, by name: a configuration's ``family`` says which class builds it.
 
 ``"vae"`` (also a configuration that names no family) is :class:`minivae.model.VAE`; ``"planar_flow"`` is
-:class:`minivae.flows.FlowVAE`. Every family meets :class:`minivae.trainable.Trainable`, so that ``fit``,
-``minivae.evaluate``, checkpoints and :func:`minivae.seeds.trained` take any of them.
+:class:`minivae.flows.FlowVAE`; ``"mixture_prior"`` and ``"vampprior"`` are
+:class:`minivae.priors.MixturePriorVAE` and :class:`minivae.priors.VampPriorVAE`. Every family meets
+:class:`minivae.trainable.Trainable`, so that ``fit``, ``minivae.evaluate``, checkpoints and
+:func:`minivae.seeds.trained` take any of them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # names for annotations alone, not imported at run time
     from .model import VAE
 
-NAMES = ("vae", "planar_flow")
+NAMES = ("vae", "planar_flow", "mixture_prior", "vampprior")
 
 
 def family_class(name: str = "vae") -> type[VAE]:
@@ -24,6 +26,12 @@ def family_class(name: str = "vae") -> type[VAE]:
     if name == "planar_flow":
         from .flows import FlowVAE
         return FlowVAE
+    if name == "mixture_prior":
+        from .priors import MixturePriorVAE
+        return MixturePriorVAE
+    if name == "vampprior":
+        from .priors import VampPriorVAE
+        return VampPriorVAE
     raise ValueError(f"unknown model family {name!r}; the families are {', '.join(map(repr, NAMES))}")
 
 
