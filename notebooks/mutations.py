@@ -88,7 +88,7 @@ BUGS = [
      "labels = None if onehot is None else xp.concatenate([onehot] * K)",
      "labels = None if onehot is None else xp.repeat(onehot, K, axis=0)"),
     ("the aggregate posterior's mixture without its -log N", "aggregate.py",
-     "np.log(np.exp(log_q - top).sum(axis=1)) - math.log(N)", "np.log(np.exp(log_q - top).sum(axis=1))"),
+     "log_weights = np.full(N, -math.log(N))", "log_weights = np.zeros(N)"),
     ("the seed-to-seed part of a standard error not divided by the number of seeds", "seeds.py",
      "seed_var = sum(v.mean(axis=1).var(ddof=1) / len(v) for v in runs)",
      "seed_var = sum(v.mean(axis=1).var(ddof=1) for v in runs)"),
@@ -100,6 +100,15 @@ BUGS = [
      "wu_hat = softplus(xp, a) - 1  # m(a)", "wu_hat = softplus(xp, a)  # m(a)"),
     ("the flow's log q_0 without its direct -1/2 in dlogvar", "flows.py",
      "dlogvar -= 0.5 * w / N  # from log q_0(z_0|x), directly", "pass  # from log q_0(z_0|x), directly"),
+    ("a mixture's log-density without its components' log-variances", "priors.py",
+     "log_weights - 0.5 * (quad + logvars.sum(axis=1) + L * LOG_2PI)", "log_weights - 0.5 * (quad + L * LOG_2PI)"),
+    ("a mixture's dlogvars without the -1 of the normaliser", "priors.py",
+     "dlogvars = 0.5 * (g * (scaled * scaled * xp.exp(logvars)[None] - 1)).sum(axis=0)",
+     "dlogvars = 0.5 * (g * (scaled * scaled * xp.exp(logvars)[None])).sum(axis=0)"),
+    ("the mixture prior's logits gradient without the softmax's - pi", "priors.py",
+     "dlog_weights - weights * dlog_weights.sum()", "dlog_weights"),
+    ("the VampPrior's pseudo-inputs given no gradient", "priors.py",
+     "self.grads[\"prior.pseudo_inputs\"][...] = dx[dmu.shape[0]:]", "self.grads[\"prior.pseudo_inputs\"][...] = 0"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The rate split into I_q(x; z) and KL(q(z) || p(z)): its limits, and a direct computation."""
+"""The rate split into I_q(x; z) and KL(q(z) || p(z)), and the codes against any prior both ways: limits and closed forms."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minivae import VAE, to_numpy
-from minivae.aggregate import rate_split
+from minivae.aggregate import prior_mismatch, rate_split
 from minivae.losses import LOG_2PI
 
 
@@ -54,3 +54,36 @@ def test_the_split_equals_a_direct_computation_of_the_mixture():
 def test_a_conditional_model_is_refused():
     with pytest.raises(ValueError, match="unconditional"):
         rate_split(VAE(4, hidden_dims=(3,), n_classes=2), np.zeros((3, 4)))
+
+
+def test_the_mismatch_both_ways_equals_the_closed_form_when_every_posterior_is_the_same():
+    """An encoder that ignores x: q(z) is one Gaussian, and both KLs to N(0, I) have closed forms."""
+    model, x = model_and_data(2)
+    model.params["encoder.0.W"][...] = 0
+    mismatch = prior_mismatch(model, x, n_draws=20000)
+    mu, logvar = (to_numpy(a)[0] for a in model.encode(x[:1]))
+    var = np.exp(logvar)
+    forward = 0.5 * (mu**2 + var - logvar - 1).sum()  # KL(q || N(0, I))
+    reverse = 0.5 * ((1 + mu**2) / var + logvar - 1).sum()  # KL(N(0, I) || q)
+    for draws, exact in ((mismatch.forward, forward), (mismatch.reverse, reverse)):
+        assert abs(draws.mean() - exact) < 4 * draws.std() / np.sqrt(len(draws))
+    assert "KL(q(z) || p(z))" in str(mismatch)
+
+
+def test_a_prior_equal_to_the_codes_has_no_mismatch():
+    from minivae.priors import MixturePriorVAE
+    model = MixturePriorVAE(6, n_components=1, hidden_dims=(5,), latent_dim=3, likelihood="gaussian",
+                            dtype="float64", seed=0)
+    model.params["encoder.0.W"][...] = 0  # every posterior the same ...
+    mu, logvar = model.encode(np.zeros((1, 6)))
+    model.params["prior.means"][...], model.params["prior.logvars"][...] = mu, logvar  # ... and the prior is it
+    mismatch = prior_mismatch(model, np.random.default_rng(0).standard_normal((10, 6)), n_draws=50)
+    assert np.abs(mismatch.forward).max() < 1e-10 and np.abs(mismatch.reverse).max() < 1e-10
+
+
+def test_the_closed_form_rate_refuses_other_families():
+    from minivae.flows import FlowVAE
+    from minivae.priors import VampPriorVAE
+    for model in (FlowVAE(4, flow_length=1, hidden_dims=(3,)), VampPriorVAE(4, n_components=2, hidden_dims=(3,))):
+        with pytest.raises(ValueError, match="prior_mismatch"):
+            rate_split(model, np.zeros((3, 4)))
