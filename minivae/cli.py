@@ -140,6 +140,8 @@ def run_folder(args):
         parts.append(f"iwae{args.iwae}")
     if args.flow:
         parts.append(f"flow{args.flow}")
+    if args.prior:
+        parts.append(f"{PRIORS[args.prior].replace('_', '-')}{args.components}")
     if args.likelihood and args.likelihood != defaults["likelihood"]:
         parts.append(args.likelihood.replace("_", "-"))
     if args.binarize:
@@ -154,7 +156,10 @@ def run_folder(args):
 
 MODEL_OPTIONS = {  # train's options that shape a new model, and their defaults (None: per data set)
     "hidden": None, "latent_dim": LATENT_DIM, "activation": "relu", "likelihood": None, "trials": None,
-    "levels": None, "decoder_std": 1.0, "beta": 1.0, "conditional": False, "seed": 0, "flow": 0}
+    "levels": None, "decoder_std": 1.0, "beta": 1.0, "conditional": False, "seed": 0, "flow": 0,
+    "prior": None, "components": None}
+PRIORS = {"mixture": "mixture_prior", "vamp": "vampprior"}  # train --prior's choices and their families
+COMPONENTS = 10  # --components' default
 
 
 def check_resume_options(args):
@@ -204,11 +209,33 @@ def check_train_numbers(args):
                                        ("--iw-samples", args.iw_samples, True, True), ("--beta", args.beta, False, True),
                                        ("--warmup-epochs", args.warmup_epochs, True, True),
                                        ("--free-bits", args.free_bits, False, True), ("--iwae", args.iwae, True, False),
-                                       ("--seed", args.seed, True, True), ("--flow", args.flow, True, True)):
+                                       ("--seed", args.seed, True, True), ("--flow", args.flow, True, True),
+                                       ("--components", args.components, True, False)):
         if value is not None:
             check_positive(flag, value, integer=integer, allow_zero=zero)
     if isinstance(args.decoder_std, float):
         check_positive("--decoder-std", args.decoder_std)
+
+
+def check_family_options(args):
+    """``--flow``, ``--prior`` and ``--components`` checked together; ``--components`` given its default."""
+    if args.components is not None and not args.prior:
+        raise ValueError("--components is the number of a learned prior's components: give --prior mixture or "
+                         "--prior vamp with it")
+    if args.flow and args.prior:
+        raise ValueError("--flow and --prior make two different families (a flow posterior, a learned prior), "
+                         "and minivae has no model with both: choose one")
+    if args.prior and args.components is None:
+        args.components = COMPONENTS
+
+
+def model_family(args):
+    """The ``family`` part of a new model's configuration from ``--flow``, ``--prior`` and ``--components``."""
+    if args.flow:
+        return {"family": "planar_flow", "flow_length": args.flow}
+    if args.prior:
+        return {"family": PRIORS[args.prior], "n_components": args.components}
+    return {}
 
 
 def cmd_train(args):
@@ -216,6 +243,7 @@ def cmd_train(args):
     defaults = DATASET_DEFAULTS[args.dataset]
     check_train_numbers(args)
     check_resume_options(args)
+    check_family_options(args)
     epochs = args.epochs if args.epochs is not None else defaults["epochs"]
     if args.out:
         out = Path(args.out)
@@ -239,7 +267,7 @@ def cmd_train(args):
         trials = (defaults["trials"] if args.trials is None else args.trials) \
             if likelihood in ("binomial", "beta_binomial") else None
         levels = (defaults["levels"] if args.levels is None else args.levels) if likelihood == "categorical" else None
-        family = {"family": "planar_flow", "flow_length": args.flow} if args.flow else {}
+        family = model_family(args)
         model = build(family, input_dim=x.shape[1],
                       hidden_dims=args.hidden if args.hidden is not None else defaults["hidden"],
                       latent_dim=args.latent_dim, activation=args.activation, likelihood=likelihood,
@@ -581,6 +609,11 @@ def build_parser():
     train.add_argument("--flow", type=int, metavar="K",
                        help="a posterior of K planar maps after the encoder's Gaussian (Rezende & Mohamed 2015; "
                             "minivae.FlowVAE), trained on the ELBO (default: 0, none)")
+    train.add_argument("--prior", choices=tuple(PRIORS),
+                       help="a learned prior instead of N(0, I): a mixture of Gaussians (minivae.MixturePriorVAE) or "
+                            "the VampPrior (Tomczak & Welling 2018; minivae.VampPriorVAE), trained on the ELBO")
+    train.add_argument("--components", type=int, metavar="C",
+                       help=f"the learned prior's number of components (default: {COMPONENTS})")
     train.add_argument("--binarize", choices=("dynamic", "none"),
                        help="dynamic: redraw binary pixels ~ Bernoulli(x) at every use (the default for a Bernoulli "
                             "model of grey images); none: train on the values as they are")

@@ -221,6 +221,30 @@ def test_train_a_flow_posterior_and_use_its_checkpoint(tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_train_a_learned_prior_and_use_its_checkpoint(tmp_path, capsys, monkeypatch):
+    from minivae.priors import MixturePriorVAE, VampPriorVAE
+    args = ["train", "--epochs", "2", "--no-progress", "--hidden", "16", "--iw-samples", "20"]
+    monkeypatch.chdir(tmp_path)
+    for prior, cls, folder in (("mixture", MixturePriorVAE, "digits-mixture-prior4"), ("vamp", VampPriorVAE,
+                                                                                       "digits-vampprior10")):
+        extra = ["--components", "4"] if prior == "mixture" else []
+        assert main(args + ["--prior", prior, *extra]) == 0
+        model = VAE.load(tmp_path / "runs" / folder / "model.npz")
+        assert type(model) is cls and model.n_components == (4 if prior == "mixture" else 10)
+        assert "test log p(x)" in capsys.readouterr().out
+    checkpoint = str(tmp_path / "runs" / "digits-vampprior10" / "model.npz")
+    assert main(["sample", "--checkpoint", checkpoint, "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["evaluate", "--checkpoint", checkpoint, "--samples", "20", "--limit", "50"]) == 0
+    assert "log p(x)" in capsys.readouterr().out
+    for bad, message in ((["--components", "3"], "give --prior"), (["--prior", "vamp", "--flow", "2"], "choose one"),
+                         (["--prior", "vamp", "--components", "0"], "--components must be"),
+                         (["--prior", "mixture", "--conditional"], "unconditional"),
+                         (["--prior", "mixture", "--iwae", "3"], "ELBO alone")):
+        assert main(args + bad) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_a_conditional_model_draws_the_class_it_is_asked_for(tmp_path, capsys):
     out = tmp_path / "cvae"
     assert main(["train", "--conditional", "--epochs", "2", "--out", str(out), "--no-progress", "--hidden", "16"]) == 0
