@@ -81,6 +81,9 @@ def fd_targets(name, c):
         L = lambda: ((answer("planar_forward", c)[0] * c["dz_next"]).sum()
                      + (answer("planar_forward", c)[1] * c["dlogdet"]).sum())
         return [(0, L, c["z"]), (1, L, c["u"]), (2, L, c["w"]), (3, L, c["b"])]
+    if name == "mixture_backward":  # the loss reads log p(z) of each row with the weight dlog_p
+        L = lambda: (answer("mixture_log_density", c)[0] * c["dlog_p"]).sum()
+        return [(0, L, c["z"]), (1, L, c["means"]), (2, L, c["logvars"]), (3, L, c["log_weights"])]
     if name == "conditional_layer":
         classes = c["W"].shape[0] - c["z"].shape[1]
         L = lambda: ((np.hstack([c["z"], np.eye(classes)[c["y"]]]) @ c["W"] + c["b"]) * c["da"]).sum()
@@ -95,7 +98,7 @@ def test_every_gradient_part_is_proved_by_finite_differences():
     assert set(GRADIENT_PARTS) == {"dense_backward", "tanh_backward", "sample_backward", "bce_backward",
                                    "kl_backward", "pathwise_gradient", "binomial_backward", "gaussian_backward",
                                    "heads_backward", "vae_backward", "iwae_bound", "free_bits_kl",
-                                   "conditional_layer", "planar_backward"}
+                                   "conditional_layer", "planar_backward", "mixture_backward"}
 
 
 @pytest.mark.parametrize("name", GRADIENT_PARTS)
@@ -265,6 +268,25 @@ def test_the_planar_map_equals_the_librarys():
         dz = flow.backward(f["dz_next"], f["dlogdet"])
         right = answer("planar_backward", f)
         assert np.allclose(dz, right[0]) and np.allclose(flow.grads["b"], right[3]), library
+
+
+def test_the_mixture_equals_the_librarys():
+    """The exercise's density (one component at a time) and its backward pass are minivae.priors' (matrix
+    products), and the density integrates to 1."""
+    from minivae.priors import mixture_backward, mixture_log_density
+    for seed in range(5):
+        c = case_of("mixture_backward", seed)
+        args = (c["z"], c["log_weights"], c["means"], c["logvars"])
+        assert all(np.allclose(a, b, rtol=1e-12) for a, b in zip(mixture_log_density(*args),
+                                                                 answer("mixture_log_density", c)))
+        library = mixture_backward(c["z"], c["r"], c["means"], c["logvars"], c["dlog_p"])
+        assert all(np.allclose(a, b, rtol=1e-10) for a, b in zip(library, answer("mixture_backward", c)))
+    c = case_of("mixture_log_density", 0)
+    two = c["log_weights"][:2] - np.logaddexp.reduce(c["log_weights"][:2])  # two components, weights renormalised
+    c = dict(c, log_weights=two, means=c["means"][:2, :2], logvars=c["logvars"][:2, :2])
+    grid = np.linspace(-15, 15, 601)
+    c["z"] = np.stack(np.meshgrid(grid, grid), axis=-1).reshape(-1, 2)
+    assert np.exp(answer("mixture_log_density", c)[0]).sum() * (grid[1] - grid[0]) ** 2 == pytest.approx(1, abs=1e-6)
 
 
 def test_the_bound_is_the_log_mean_weight_and_free_bits_match_the_library():
