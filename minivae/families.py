@@ -2,7 +2,8 @@
 
 ``"vae"`` (also a configuration that names no family) is :class:`minivae.model.VAE`; ``"planar_flow"`` is
 :class:`minivae.flows.FlowVAE`; ``"mixture_prior"`` and ``"vampprior"`` are
-:class:`minivae.priors.MixturePriorVAE` and :class:`minivae.priors.VampPriorVAE`. Every family meets
+:class:`minivae.priors.MixturePriorVAE` and :class:`minivae.priors.VampPriorVAE`; ``"semi_supervised"`` is
+:class:`minivae.semisupervised.SemiSupervisedVAE`. Every family meets
 :class:`minivae.trainable.Trainable`, so that ``fit``, ``minivae.evaluate``, checkpoints and
 :func:`minivae.seeds.trained` take any of them.
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # names for annotations alone, not imported at run time
     from .model import VAE
 
-NAMES = ("vae", "planar_flow", "mixture_prior", "vampprior")
+NAMES = ("vae", "planar_flow", "mixture_prior", "vampprior", "semi_supervised")
 
 
 def family_class(name: str = "vae") -> type[VAE]:
@@ -32,6 +33,9 @@ def family_class(name: str = "vae") -> type[VAE]:
     if name == "vampprior":
         from .priors import VampPriorVAE
         return VampPriorVAE
+    if name == "semi_supervised":
+        from .semisupervised import SemiSupervisedVAE
+        return SemiSupervisedVAE
     raise ValueError(f"unknown model family {name!r}; the families are {', '.join(map(repr, NAMES))}")
 
 
