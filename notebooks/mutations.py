@@ -109,6 +109,13 @@ BUGS = [
      "dlog_weights - weights * dlog_weights.sum()", "dlog_weights"),
     ("the VampPrior's pseudo-inputs given no gradient", "priors.py",
      "self.grads[\"prior.pseudo_inputs\"][...] = dx[dmu.shape[0]:]", "self.grads[\"prior.pseudo_inputs\"][...] = 0"),
+    ("M2's unlabelled bound without the classifier's entropy", "semisupervised.py",
+     "unlabelled = (q * (bound - log_q)).sum(axis=1)  # sum_y q (L - log q) = sum_y q L + H(q)",
+     "unlabelled = (q * bound).sum(axis=1)  # sum_y q (L - log q) = sum_y q L + H(q)"),
+    ("M2's classifier gradient not centred by the softmax", "semisupervised.py",
+     "unlabelled = q * (grad_q - (q * grad_q).sum(axis=1, keepdims=True))", "unlabelled = q * grad_q"),
+    ("M2's importance weights without log p(y)", "semisupervised.py",
+     "log_w = log_w.reshape(B, C, c) - math.log(C)  # + log p(y)", "log_w = log_w.reshape(B, C, c)  # + log p(y)"),
 ]
 
 
