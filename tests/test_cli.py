@@ -222,20 +222,23 @@ def test_train_a_flow_posterior_and_use_its_checkpoint(tmp_path, capsys):
 
 
 def test_train_a_learned_prior_and_use_its_checkpoint(tmp_path, capsys, monkeypatch):
-    from minivae.priors import MixturePriorVAE, VampPriorVAE
+    from minivae.cli import build_parser, check_family_options, check_resume_options, model_family, run_folder
+    from minivae.priors import VampPriorVAE
     args = ["train", "--epochs", "2", "--no-progress", "--hidden", "16", "--iw-samples", "20"]
     monkeypatch.chdir(tmp_path)
-    for prior, cls, folder in (("mixture", MixturePriorVAE, "digits-mixture-prior4"), ("vamp", VampPriorVAE,
-                                                                                       "digits-vampprior10")):
-        extra = ["--components", "4"] if prior == "mixture" else []
-        assert main(args + ["--prior", prior, *extra]) == 0
-        model = VAE.load(tmp_path / "runs" / folder / "model.npz")
-        assert type(model) is cls and model.n_components == (4 if prior == "mixture" else 10)
-        assert "test log p(x)" in capsys.readouterr().out
-    checkpoint = str(tmp_path / "runs" / "digits-vampprior10" / "model.npz")
-    assert main(["sample", "--checkpoint", checkpoint, "--out", str(tmp_path / "s.png")]) == 0
-    assert main(["evaluate", "--checkpoint", checkpoint, "--samples", "20", "--limit", "50"]) == 0
+    assert main(args + ["--prior", "vamp", "--components", "4"]) == 0
+    checkpoint = tmp_path / "runs" / "digits-vampprior4" / "model.npz"
+    model = VAE.load(checkpoint)
+    assert type(model) is VampPriorVAE and model.n_components == 4
+    assert "test log p(x)" in capsys.readouterr().out
+    assert main(["sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--samples", "20", "--limit", "50"]) == 0
     assert "log p(x)" in capsys.readouterr().out
+    mixture = build_parser().parse_args(["train", "--prior", "mixture"])  # the other prior, without training it
+    check_resume_options(mixture)
+    check_family_options(mixture)
+    assert model_family(mixture) == {"family": "mixture_prior", "n_components": 10}
+    assert str(run_folder(mixture)).endswith("digits-mixture-prior10")
     for bad, message in ((["--components", "3"], "give --prior"), (["--prior", "vamp", "--flow", "2"], "choose one"),
                          (["--prior", "vamp", "--components", "0"], "--components must be"),
                          (["--prior", "mixture", "--conditional"], "unconditional"),
