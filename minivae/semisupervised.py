@@ -44,6 +44,13 @@ MISSING = -1  # the label of an example whose class is not known
 class SemiSupervisedVAE(VAE):
     """The M2 model: a conditional VAE of ``p(x|y, z)`` whose label is a latent variable where it is missing.
 
+    ``encode``, ``decode`` and ``sample`` take known labels, as a conditional VAE's do; ``fit``, ``elbo``,
+    ``loss_and_grads`` and ``log_likelihood`` take labels with ``-1`` where one is missing: their figures are
+    then of ``log p(x)`` for those examples and of ``log p(x, y)`` for the labelled ones. Every step decodes
+    each example once per class (the labelled ones too, with weight 0 on the other classes: simple, and the
+    labelled examples are few), so a step costs about ``C`` times a VAE's. The classifier ``q(y|x)`` has the
+    encoder's hidden sizes and activation; the other settings are the VAE's.
+
     Parameters
     ----------
     input_dim, n_classes : int
@@ -51,14 +58,6 @@ class SemiSupervisedVAE(VAE):
     alpha : float
         The weight of the labelled examples' classification loss ``-log q(y|x)``, >= 0 (Kingma et al. used
         ``0.1 N`` for ``N`` training examples, in a loss summed over the data set; this loss is a batch mean).
-    **options
-        The VAE's other settings. The classifier ``q(y|x)`` has the encoder's hidden sizes and activation.
-
-    ``encode``, ``decode`` and ``sample`` take known labels, as a conditional VAE's do; ``fit``, ``elbo``,
-    ``loss_and_grads`` and ``log_likelihood`` take labels with ``-1`` where one is missing: their figures are
-    then of ``log p(x)`` for those examples and of ``log p(x, y)`` for the labelled ones. Every step decodes
-    each example once per class (the labelled ones too, with weight 0 on the other classes: simple, and the
-    labelled examples are few), so a step costs about ``C`` times a VAE's.
     """
 
     family = "semi_supervised"
