@@ -87,6 +87,16 @@ def test_log_likelihood_and_the_bounds_against_the_exact_marginal(label, rng):
     assert bounds.mean() < exact - 4 * bounds.std(ddof=1) / math.sqrt(len(bounds))  # the bound lies below
 
 
+def test_the_unlabelled_bound_sums_the_labelled_ones_with_the_classifiers_entropy(rng):
+    """``U(x) = sum_y q(y|x) L(x, y) + H(q(y|x))``, each ``L(x, y)`` the bound with that label and the same noise."""
+    model = tiny(likelihood="bernoulli")
+    x, eps = data(CONFIGS[0], rng, n=4), rng.standard_normal((4, 2))
+    q = to_numpy(model.classify(x))
+    labelled = np.stack([to_numpy(model.elbo(x, eps=eps, y=np.full(4, c))) for c in range(3)], axis=1)
+    expected = (q * labelled).sum(axis=1) - (q * np.log(q)).sum(axis=1)
+    np.testing.assert_allclose(to_numpy(model.elbo(x, eps=eps)), expected, rtol=1e-12)
+
+
 def test_missing_labels_and_known_ones_each_have_their_place(rng):
     model = tiny(likelihood="bernoulli")
     x = data(CONFIGS[0], rng, n=4)
