@@ -130,6 +130,7 @@ class FlowVAE(VAE):
     """
 
     family = "planar_flow"
+    elbo_only = "free bits floors a per-dimension KL, which the flow's mixing of the dimensions does away with"
 
     def __init__(self, input_dim: int, flow_length: int = 4, **options: Any) -> None:
         self.flow_length = check_flow_length(flow_length)
@@ -162,14 +163,6 @@ class FlowVAE(VAE):
 
     def __repr__(self) -> str:
         return super().__repr__().replace("VAE(", f"FlowVAE(flow_length={self.flow_length}, ", 1)
-
-    def check_objective(self, objective: str, n_samples: int, kl_weight: float | None = None,
-                        free_bits: float = 0.0, warmup_epochs: int = 0) -> tuple[str, int]:
-        objective, n_samples = super().check_objective(objective, n_samples, kl_weight, free_bits, warmup_epochs)
-        if objective != "elbo" or free_bits:
-            raise ValueError("a FlowVAE trains on the ELBO alone: objective='elbo' and free_bits=0 (free bits "
-                             "floors a per-dimension KL, which the flow's mixing of the dimensions does away with)")
-        return objective, n_samples
 
     def flow_forward(self, z0: Array) -> tuple[Array, Array]:
         """``z_0`` (M, L) through every map: ``z_K`` (M, L) and the summed log-determinants (M,)."""

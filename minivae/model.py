@@ -93,6 +93,7 @@ class VAE:
     """
 
     family = "vae"  # the name minivae.families builds it by; each family's class sets its own
+    elbo_only = ""  # a family that trains on its ELBO alone (no IWAE step, no free bits) says why here
 
     def __init__(self, input_dim: int, hidden_dims: int | Sequence[int] = (400,), latent_dim: int = 20,
                  activation: str = "relu", likelihood: str = "bernoulli", decoder_std: float | str = 1.0,
@@ -502,6 +503,9 @@ class VAE:
         """Check a training objective and its options; returns ``(objective, n_samples)``, the name in lower case."""
         objective = check_choice("objective", objective, ("elbo", "iwae"))
         K = check_positive("n_samples", n_samples, integer=True)
+        if self.elbo_only and (objective != "elbo" or free_bits):
+            raise ValueError(f"a {type(self).__name__} trains on the ELBO alone: objective='elbo' and free_bits=0 "
+                             f"({self.elbo_only})")
         if objective == "elbo" and K != 1:
             raise ValueError(f"n_samples={K} is the importance-weighted bound's; pass objective='iwae' with it")
         if objective == "iwae":

@@ -94,6 +94,7 @@ class LearnedPriorVAE(VAE):
     """
 
     family = ""
+    elbo_only = "free bits floors a per-dimension KL, which a mixture prior has not"
 
     def __init__(self, input_dim: int, n_components: int = 10, **options: Any) -> None:
         self.n_components = check_components(n_components)
@@ -111,14 +112,6 @@ class LearnedPriorVAE(VAE):
 
     def __repr__(self) -> str:
         return super().__repr__().replace("VAE(", f"{type(self).__name__}(n_components={self.n_components}, ", 1)
-
-    def check_objective(self, objective: str, n_samples: int, kl_weight: float | None = None,
-                        free_bits: float = 0.0, warmup_epochs: int = 0) -> tuple[str, int]:
-        objective, n_samples = super().check_objective(objective, n_samples, kl_weight, free_bits, warmup_epochs)
-        if objective != "elbo" or free_bits:
-            raise ValueError(f"a {type(self).__name__} trains on the ELBO alone: objective='elbo' and free_bits=0 "
-                             "(free bits floors a per-dimension KL, which a mixture prior has not)")
-        return objective, n_samples
 
     # ------------------------------------------------------------------ the prior
     def prior_components(self) -> tuple[Array, Array, Array]:

@@ -61,6 +61,7 @@ class SemiSupervisedVAE(VAE):
     """
 
     family = "semi_supervised"
+    elbo_only = "its step sums the class out of each example's bound, with one sample of z per class"
 
     def __init__(self, input_dim: int, n_classes: int | None = None, alpha: float = 1.0, **options: Any) -> None:
         if n_classes is None:
@@ -161,13 +162,6 @@ class SemiSupervisedVAE(VAE):
     def classify(self, x: Any) -> Array:
         """``q(y|x)``, (N, C): the probability of each class for each row of ``x``."""
         return self.xp.exp(self.log_classes(self.checked_input(x)))
-
-    def check_objective(self, objective: str, n_samples: int, kl_weight: float | None = None,
-                        free_bits: float = 0.0, warmup_epochs: int = 0) -> tuple[str, int]:
-        objective, n_samples = super().check_objective(objective, n_samples, kl_weight, free_bits, warmup_epochs)
-        if objective != "elbo" or free_bits:
-            raise ValueError("a SemiSupervisedVAE trains on its bound alone: objective='elbo' and free_bits=0")
-        return objective, n_samples
 
     # ------------------------------------------------------------------ the bound and its gradient
     def class_rows(self, x: Array, eps: Array) -> tuple[Array, Array, Array]:

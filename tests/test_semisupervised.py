@@ -121,7 +121,7 @@ def test_a_semi_supervised_model_refuses_what_it_cannot_be():
         tiny(alpha=-1)
     model = tiny(likelihood="bernoulli")
     for options in (dict(objective="iwae", n_samples=2), dict(free_bits=0.5)):
-        with pytest.raises(ValueError, match="bound alone"):
+        with pytest.raises(ValueError, match="ELBO alone"):
             model.fit(np.ones((4, 6)), epochs=1, progress=False, **options)
 
 
