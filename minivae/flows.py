@@ -41,7 +41,7 @@ from .backend import Array, get_array_module
 from .layers import Layer
 from .losses import LOG_2PI
 from .model import VAE
-from .validation import check_positive, check_samples
+from .validation import check_positive
 
 MAX_FLOW_LENGTH = 64  # more maps than this is a typo: each adds 2 L + 1 parameters and a pass over the samples
 
@@ -229,14 +229,7 @@ class FlowVAE(VAE):
     def elbo(self, x: Any, n_samples: int = 1, eps: Array | None = None, y: Any = None) -> Array:
         """Per-example ELBO in nats, shape (N,): both of its terms estimated from ``n_samples`` draws of the flow
         posterior (there is no closed-form KL), from ``eval_rng_``; ``eps`` (N, L) fixes the noise of one."""
-        n_samples = check_samples("n_samples", n_samples)
-        x = self.checked_input(x)
-        onehot = self.one_hot(y, x.shape[0])
-        total = 0
-        for s in range(n_samples):
-            noise = self.checked_noise(eps if s == 0 else None, x.shape[0], self.eval_rng_)
-            total = total + self.log_weights(x, noise[:, None, :], onehot)[:, 0]
-        return total / n_samples
+        return self.sampled_elbo(x, n_samples, eps, y)
 
     def posterior_sample(self, x: Any, y: Any = None) -> Array:
         """One draw ``z_K ~ q_K(z|x)`` per row of ``x``, (N, L), from ``eval_rng_``."""

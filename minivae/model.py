@@ -579,6 +579,19 @@ class VAE:
             rec = rec + self.nll(x, *self.decoder_forward(z, onehot))[0]
         return -(rec / n_samples) - kl
 
+    def sampled_elbo(self, x: Any, n_samples: int = 1, eps: Array | None = None, y: Any = None) -> Array:
+        """Per-example ELBO in nats, (N,), with both of its terms estimated: the mean of ``n_samples`` one-sample
+        importance weights ``log p(x, z) - log q(z|x)`` (:meth:`log_weights`), from ``eval_rng_``; ``eps``
+        (N, L) fixes the noise of the first. The ELBO of a family whose KL has no closed form."""
+        n_samples = check_samples("n_samples", n_samples)
+        x = self.checked_input(x)
+        onehot = self.one_hot(y, x.shape[0])
+        total = 0
+        for s in range(n_samples):
+            noise = self.checked_noise(eps if s == 0 else None, x.shape[0], self.eval_rng_)
+            total = total + self.log_weights(x, noise[:, None, :], onehot)[:, 0]
+        return total / n_samples
+
     def log_likelihood(self, x: Any, n_samples: int = 1000, y: Any = None,
                        ess: bool = False) -> Array | tuple[Array, np.ndarray]:
         """Importance-weighted estimate of ``log p(x)`` (``log p(x|y)``) per example (see :func:`minivae.evaluate.log_likelihood`).

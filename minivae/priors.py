@@ -44,7 +44,7 @@ import numpy as np
 from .backend import Array, get_array_module, to_numpy
 from .losses import LOG_2PI
 from .model import VAE
-from .validation import check_positive, check_samples
+from .validation import check_positive
 
 MAX_COMPONENTS = 4096  # more than this is a typo: every step evaluates every component at every sample
 MAX_BLOCK = 2**22  # numbers in one block of (rows, components, dimensions) differences that log_prior scores
@@ -190,14 +190,7 @@ class LearnedPriorVAE(VAE):
     def elbo(self, x: Any, n_samples: int = 1, eps: Array | None = None, y: Any = None) -> Array:
         """Per-example ELBO in nats, shape (N,): both terms estimated from ``n_samples`` draws of ``q(z|x)`` (the
         KL to a mixture has no closed form), from ``eval_rng_``; ``eps`` (N, L) fixes the noise of one."""
-        n_samples = check_samples("n_samples", n_samples)
-        x = self.checked_input(x)
-        self.one_hot(y, x.shape[0])  # refuses labels: the model is unconditional
-        total = 0
-        for s in range(n_samples):
-            noise = self.checked_noise(eps if s == 0 else None, x.shape[0], self.eval_rng_)
-            total = total + self.log_weights(x, noise[:, None, :])[:, 0]
-        return total / n_samples
+        return self.sampled_elbo(x, n_samples, eps, y)
 
 
 class MixturePriorVAE(LearnedPriorVAE):
