@@ -75,17 +75,13 @@ def rate_split(model: VAE, x: Any, n_samples: int = 4, batch_size: int = 64) -> 
     numbers; the work grows as ``N^2``, so a few thousand examples take
     seconds (a random subset of a larger set gives the split for that subset).
     """
-    if model.n_classes is not None:
-        raise ValueError("rate_split takes an unconditional model; a conditional one's posteriors depend on labels too")
     if model.family != "vae":
         raise ValueError(f"rate_split's rate is the closed-form KL of a diagonal Gaussian posterior to N(0, I), not "
                          f"this {type(model).__name__}'s; use prior_mismatch for a model with a learned prior")
     S = check_positive("n_samples", n_samples, integer=True)
     B = check_positive("batch_size", batch_size, integer=True)
-    mu, logvar = (to_numpy(a).astype(np.float64) for a in model.encode(x))  # (N, L) each
+    mu, logvar = _posteriors(model, x, "rate_split")
     N, L = mu.shape
-    if N < 2:
-        raise ValueError("the aggregate posterior needs at least 2 examples")
     var = np.exp(logvar)
     rate = 0.5 * (mu * mu + var - logvar - 1).sum(axis=1)  # (N,) KL(q(z|x_n) || p(z)), exact
     information = np.zeros(N)
@@ -135,14 +131,10 @@ def prior_mismatch(model: Any, x: Any, n_draws: int = 2000, batch_size: int = 64
     example at random, then a code from its posterior. The draws come from the model's evaluation stream; the
     work grows as ``n_draws`` times ``len(x)``.
     """
-    if model.n_classes is not None:
-        raise ValueError("prior_mismatch takes an unconditional model; a conditional one's posteriors depend on labels")
     M = check_positive("n_draws", n_draws, integer=True)
     B = check_positive("batch_size", batch_size, integer=True)
-    mu, logvar = (to_numpy(a).astype(np.float64) for a in model.encode(x))  # (N, L) each
+    mu, logvar = _posteriors(model, x, "prior_mismatch")
     N, L = mu.shape
-    if N < 2:
-        raise ValueError("the aggregate posterior needs at least 2 examples")
     pick = model.eval_rng_.integers(0, N, M)
     eps = to_numpy(model.draw_normal((M, L), model.eval_rng_)).astype(np.float64)
     codes = mu[pick] + np.exp(0.5 * logvar[pick]) * eps
@@ -154,3 +146,14 @@ def prior_mismatch(model: Any, x: Any, n_draws: int = 2000, batch_size: int = 64
     log_q_codes = np.concatenate([block for _, block in blocks_of_log_q(codes, mu, logvar, B)])
     log_q_drawn = np.concatenate([block for _, block in blocks_of_log_q(drawn, mu, logvar, B)])
     return Mismatch(log_q_codes - log_prior(codes), log_prior(drawn) - log_q_drawn)
+
+
+def _posteriors(model: Any, x: Any, caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """The posteriors of ``x`` that make the aggregate posterior: ``mu``, ``logvar`` (N, L) in float64 on the host,
+    after refusing a conditional model and fewer than 2 examples."""
+    if model.n_classes is not None:
+        raise ValueError(f"{caller} takes an unconditional model; a conditional one's posteriors depend on labels too")
+    mu, logvar = (to_numpy(a).astype(np.float64) for a in model.encode(x))
+    if len(mu) < 2:
+        raise ValueError("the aggregate posterior needs at least 2 examples")
+    return mu, logvar
