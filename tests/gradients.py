@@ -29,3 +29,22 @@ def checked_gradients(model, x, eps, **loss_options):
     twin_loss, twin_grads = twin.loss_and_grads(x, eps, **loss_options)
     assert rel_error(np.asarray(float(loss)), np.asarray(float(twin_loss))) < 1e-12, (float(loss), float(twin_loss))
     return GradCheckReport({name: rel_error(to_numpy(grads[name]), twin_grads[name]) for name in grads})
+
+
+# The likelihoods a family's gradient checks run with (beta-binomial of 4 trials), and data that fits each.
+LIKELIHOOD_CONFIGS = [
+    dict(likelihood="bernoulli"),
+    dict(likelihood="beta_binomial", trials=4),
+    dict(likelihood="gaussian", decoder_std="learned"),
+]
+LIKELIHOOD_IDS = ["bernoulli", "beta-binomial", "gaussian-learned"]
+
+
+def data_for(config, rng, n, d=6):
+    """``n`` random rows of ``d`` values the likelihood of ``config`` (one of ``LIKELIHOOD_CONFIGS``) accepts."""
+    x = rng.random((n, d))
+    if config["likelihood"] == "bernoulli":
+        return (x > 0.5).astype(float)
+    if config["likelihood"] == "beta_binomial":
+        return np.round(x * 4) / 4
+    return x

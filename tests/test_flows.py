@@ -9,13 +9,8 @@ from minivae import VAE, to_numpy
 from minivae.flows import FlowVAE, PlanarFlow, constrained_u
 from minivae.gradcheck import rel_error
 
-from gradients import checked_gradients
+from gradients import LIKELIHOOD_CONFIGS, LIKELIHOOD_IDS, checked_gradients, data_for
 
-CONFIGS = [
-    dict(likelihood="bernoulli"),
-    dict(likelihood="beta_binomial", trials=4),
-    dict(likelihood="gaussian", decoder_std="learned"),
-]
 
 
 def tiny(backend="numpy", flow_length=3, hidden_dims=(5,), seed=3, **kwargs):
@@ -72,14 +67,10 @@ def test_the_constrained_u_keeps_every_map_invertible(rng):
     assert w @ u < -1 < constrained_u(u, w)[1]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["bernoulli", "beta-binomial", "gaussian-learned"])
+@pytest.mark.parametrize("config", LIKELIHOOD_CONFIGS, ids=LIKELIHOOD_IDS)
 def test_every_gradient_matches_finite_differences(config, backend, rng):
     model = bent(tiny(backend, beta=0.7, **config), rng)
-    x = rng.random((4, 6))
-    if config["likelihood"] == "bernoulli":
-        x = (x > 0.5).astype(float)
-    elif config["likelihood"] == "beta_binomial":
-        x = np.round(x * 4) / 4
+    x = data_for(config, rng, 4)
     report = checked_gradients(model, x, rng.standard_normal((4, 3)))
     assert set(report.errors) == set(model.params) and any(name.startswith("flow.") for name in report.errors)
     assert report.max_error < 1e-7, str(report)

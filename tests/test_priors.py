@@ -11,13 +11,8 @@ from minivae import VAE, to_numpy
 from minivae.losses import gaussian_log_density
 from minivae.priors import MixturePriorVAE, VampPriorVAE, mixture_backward, mixture_log_density
 
-from gradients import checked_gradients
+from gradients import LIKELIHOOD_CONFIGS, LIKELIHOOD_IDS, checked_gradients, data_for
 
-CONFIGS = [
-    dict(likelihood="bernoulli"),
-    dict(likelihood="beta_binomial", trials=4),
-    dict(likelihood="gaussian", decoder_std="learned"),
-]
 FAMILIES = [MixturePriorVAE, VampPriorVAE]
 
 
@@ -85,14 +80,10 @@ def test_the_mixture_backward_pass_matches_finite_differences(rng):
 
 
 @pytest.mark.parametrize("cls", FAMILIES, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("config", CONFIGS, ids=["bernoulli", "beta-binomial", "gaussian-learned"])
+@pytest.mark.parametrize("config", LIKELIHOOD_CONFIGS, ids=LIKELIHOOD_IDS)
 def test_every_gradient_matches_finite_differences(cls, config, backend, rng):
     model = bent(tiny(cls, backend, beta=0.7, **config), rng)
-    x = rng.random((4, 6))
-    if config["likelihood"] == "bernoulli":
-        x = (x > 0.5).astype(float)
-    elif config["likelihood"] == "beta_binomial":
-        x = np.round(x * 4) / 4
+    x = data_for(config, rng, 4)
     report = checked_gradients(model, x, rng.standard_normal((4, 2)))
     assert set(report.errors) == set(model.params) and any(name.startswith("prior.") for name in report.errors)
     assert report.max_error < 1e-7, str(report)

@@ -12,13 +12,8 @@ from minivae import VAE, to_numpy
 from minivae.baselines import labelled_folds, logistic_regression, predict
 from minivae.semisupervised import SemiSupervisedVAE
 
-from gradients import checked_gradients
+from gradients import LIKELIHOOD_CONFIGS, LIKELIHOOD_IDS, checked_gradients, data_for
 
-CONFIGS = [
-    dict(likelihood="bernoulli"),
-    dict(likelihood="beta_binomial", trials=4),
-    dict(likelihood="gaussian", decoder_std="learned"),
-]
 
 
 def tiny(backend="numpy", seed=3, **kwargs):
@@ -27,19 +22,10 @@ def tiny(backend="numpy", seed=3, **kwargs):
     return SemiSupervisedVAE(6, **{**options, **kwargs})
 
 
-def data(config, rng, n=5):
-    x = rng.random((n, 6))
-    if config["likelihood"] == "bernoulli":
-        return (x > 0.5).astype(float)
-    if config["likelihood"] == "beta_binomial":
-        return np.round(x * 4) / 4
-    return x
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=["bernoulli", "beta-binomial", "gaussian-learned"])
+@pytest.mark.parametrize("config", LIKELIHOOD_CONFIGS, ids=LIKELIHOOD_IDS)
 def test_every_gradient_matches_finite_differences(config, backend, rng):
     model = tiny(backend, beta=0.8, **config)
-    report = checked_gradients(model, data(config, rng), rng.standard_normal((5, 2)), y=[0, -1, 2, -1, 1])
+    report = checked_gradients(model, data_for(config, rng, 5), rng.standard_normal((5, 2)), y=[0, -1, 2, -1, 1])
     assert set(report.errors) == set(model.params) and any(name.startswith("classifier.") for name in report.errors)
     assert report.max_error < 1e-7, str(report)
 
@@ -47,7 +33,7 @@ def test_every_gradient_matches_finite_differences(config, backend, rng):
 def test_all_labels_missing_or_all_known(rng):
     """With every label missing only the unlabelled bound trains the classifier; with every label known and
     alpha = 0 the classifier gets no gradient at all (the bound L(x, y) does not read it)."""
-    x = data(CONFIGS[0], rng)
+    x = data_for(LIKELIHOOD_CONFIGS[0], rng, 5)
     eps = rng.standard_normal((5, 2))
     model = tiny(alpha=0.0)
     report = checked_gradients(model, x, eps)  # y=None: all missing
@@ -76,7 +62,7 @@ def exact_log_p(model, x, y=None, edge=8.0, points=401):
 @pytest.mark.parametrize("label", [None, 1])
 def test_log_likelihood_and_the_bounds_against_the_exact_marginal(label, rng):
     model = tiny(likelihood="bernoulli", seed=5)
-    x = data(CONFIGS[0], rng, n=1)
+    x = data_for(LIKELIHOOD_CONFIGS[0], rng, 1)
     exact = exact_log_p(model, x, label)
     y = None if label is None else [label]
     estimates = np.array([float(model.log_likelihood(x, n_samples=200, y=y)[0]) for _ in range(40)])
@@ -90,7 +76,7 @@ def test_log_likelihood_and_the_bounds_against_the_exact_marginal(label, rng):
 def test_the_unlabelled_bound_sums_the_labelled_ones_with_the_classifiers_entropy(rng):
     """``U(x) = sum_y q(y|x) L(x, y) + H(q(y|x))``, each ``L(x, y)`` the bound with that label and the same noise."""
     model = tiny(likelihood="bernoulli")
-    x, eps = data(CONFIGS[0], rng, n=4), rng.standard_normal((4, 2))
+    x, eps = data_for(LIKELIHOOD_CONFIGS[0], rng, 4), rng.standard_normal((4, 2))
     q = to_numpy(model.classify(x))
     labelled = np.stack([to_numpy(model.elbo(x, eps=eps, y=np.full(4, c))) for c in range(3)], axis=1)
     expected = (q * labelled).sum(axis=1) - (q * np.log(q)).sum(axis=1)
@@ -99,7 +85,7 @@ def test_the_unlabelled_bound_sums_the_labelled_ones_with_the_classifiers_entrop
 
 def test_missing_labels_and_known_ones_each_have_their_place(rng):
     model = tiny(likelihood="bernoulli")
-    x = data(CONFIGS[0], rng, n=4)
+    x = data_for(LIKELIHOOD_CONFIGS[0], rng, 4)
     onehot = to_numpy(model.one_hot([2, -1, 0, -1], 4))
     assert onehot.tolist() == [[0, 0, 1], [0, 0, 0], [1, 0, 0], [0, 0, 0]]
     assert not np.any(to_numpy(model.one_hot(None, 3)))
@@ -127,7 +113,7 @@ def test_a_semi_supervised_model_refuses_what_it_cannot_be():
 
 def test_a_checkpoint_comes_back_as_the_same_model(tmp_path, rng):
     model = tiny(likelihood="bernoulli")
-    x = data(CONFIGS[0], rng, n=20)
+    x = data_for(LIKELIHOOD_CONFIGS[0], rng, 20)
     model.fit(x, epochs=2, batch_size=10, y=[0, -1, 1, -1, 2] * 4, progress=False)
     model.save(tmp_path / "m2.npz")
     back = VAE.load(tmp_path / "m2.npz")
