@@ -72,7 +72,7 @@ def _log_likelihood(model, x, K, per_chunk, rows, onehot):
         s2 = xp.zeros((B,), dtype=model.dtype)  # running sum of exp(2 (log w - m)), for the effective sample size
         for start in range(0, K, per_chunk):
             c = min(per_chunk, K - start)
-            eps = model.draw_normal((B, c, model.latent_dim), model.eval_rng_)
+            eps = model.draw_normal((B, c, model.noise_dim), model.eval_rng_)
             log_w = model.log_weights(xb, eps, yb)  # (B, c)
             m_new = xp.maximum(m, log_w.max(axis=1))
             shift, w = xp.exp(m - m_new), xp.exp(log_w - m_new[:, None])

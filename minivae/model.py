@@ -199,6 +199,11 @@ class VAE:
         return self
 
     @property
+    def noise_dim(self) -> int:
+        """Standard normals per draw from the posterior: ``latent_dim`` (a family with more latent layers, more)."""
+        return self.latent_dim
+
+    @property
     def n_params(self) -> int:
         return int(self.flat_params.size)
 
@@ -432,12 +437,13 @@ class VAE:
         return as_batch(z, self.xp, self.dtype, self.latent_dim, name=name)
 
     def checked_noise(self, eps: Any, n: int, rng: np.random.Generator | None = None) -> Array:
-        """Check an injected noise array, or draw ``eps ~ N(0, I)`` of shape (n, K) from ``rng`` (default ``rng_``)."""
+        """Check an injected noise array, or draw ``eps ~ N(0, I)`` of shape (n, ``noise_dim``) from ``rng``
+        (default ``rng_``)."""
         if eps is None:
-            return self.draw_normal((n, self.latent_dim), rng)
-        eps = self._latents(eps, name="eps")
+            return self.draw_normal((n, self.noise_dim), rng)
+        eps = as_batch(eps, self.xp, self.dtype, self.noise_dim, name="eps")
         if eps.shape[0] != n:
-            raise ValueError(f"eps has {eps.shape[0]} rows but x has {n}; pass eps of shape ({n}, {self.latent_dim})")
+            raise ValueError(f"eps has {eps.shape[0]} rows but x has {n}; pass eps of shape ({n}, {self.noise_dim})")
         return eps
 
     def draw_normal(self, shape: tuple[int, ...], rng: np.random.Generator | None = None) -> Array:
@@ -520,10 +526,10 @@ class VAE:
     def _samples_eps(self, eps, K, n):
         """Check injected noise of shape (K, n, L), or draw it from ``rng_``."""
         if eps is None:
-            return self.draw_normal((K, n, self.latent_dim))
+            return self.draw_normal((K, n, self.noise_dim))
         eps = self.xp.asarray(eps, dtype=self.dtype)
-        if eps.shape != (K, n, self.latent_dim) or not bool(self.xp.isfinite(eps).all()):
-            raise ValueError(f"eps for the {K}-sample bound must be finite, of shape ({K}, {n}, {self.latent_dim}); "
+        if eps.shape != (K, n, self.noise_dim) or not bool(self.xp.isfinite(eps).all()):
+            raise ValueError(f"eps for the {K}-sample bound must be finite, of shape ({K}, {n}, {self.noise_dim}); "
                              f"got shape {eps.shape}")
         return eps
 

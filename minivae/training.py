@@ -263,7 +263,7 @@ def _step(model, opt, x, rows, kl_weight, free_bits, binarize, epoch, step, lr, 
     if binarize == "dynamic":
         xb = _bernoulli(model, xb)
     def noise_shape(batch):
-        return (iw_samples, batch, model.latent_dim) if iw_samples else (batch, model.latent_dim)
+        return (iw_samples, batch, model.noise_dim) if iw_samples else (batch, model.noise_dim)
 
     eps = noise.take(noise_shape(rows.shape[0]), None if following is None else noise_shape(following))
     # overflow is checked for below and reported as a DivergedError, so NumPy need not warn of it
