@@ -2,12 +2,13 @@
 
 __version__ = "0.1.0"
 
-from . import (aggregate, backend, baselines, datasets, evaluate, families, flows, gradcheck, latent, layers,
-               likelihoods, losses, optim, priors, seeds, semisupervised)
+from . import (aggregate, backend, baselines, datasets, evaluate, families, flows, gradcheck, hierarchical, latent,
+               layers, likelihoods, losses, optim, priors, seeds, semisupervised)
 from .backend import get_array_module, resolve, to_numpy
 from .datasets import load_digits, load_mnist
 from .gradcheck import check_gradients, numerical_gradient, rel_error
 from .flows import FlowVAE
+from .hierarchical import HierarchicalVAE
 from .model import VAE
 from .priors import MixturePriorVAE, VampPriorVAE
 from .semisupervised import SemiSupervisedVAE
@@ -26,7 +27,7 @@ def __getattr__(name):
 
 __all__ = [
     "VAE", "DivergedError", "FlowVAE", "aggregate", "backend", "baselines", "check_gradients", "datasets", "evaluate",
-    "explorer", "families", "flows", "get_array_module", "gradcheck",
+    "explorer", "families", "flows", "get_array_module", "gradcheck", "hierarchical", "HierarchicalVAE",
     "latent", "layers", "likelihoods", "load_digits", "load_mnist", "losses", "MixturePriorVAE", "numerical_gradient",
     "optim", "plotting", "priors", "rel_error", "resolve", "seeds", "semisupervised", "SemiSupervisedVAE", "to_numpy",
     "VampPriorVAE",

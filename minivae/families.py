@@ -3,7 +3,8 @@
 ``"vae"`` (also a configuration that names no family) is :class:`minivae.model.VAE`; ``"planar_flow"`` is
 :class:`minivae.flows.FlowVAE`; ``"mixture_prior"`` and ``"vampprior"`` are
 :class:`minivae.priors.MixturePriorVAE` and :class:`minivae.priors.VampPriorVAE`; ``"semi_supervised"`` is
-:class:`minivae.semisupervised.SemiSupervisedVAE`. Every family meets
+:class:`minivae.semisupervised.SemiSupervisedVAE`; ``"hierarchical"`` is
+:class:`minivae.hierarchical.HierarchicalVAE`. Every family meets
 :class:`minivae.trainable.Trainable`, so that ``fit``, ``minivae.evaluate``, checkpoints and
 :func:`minivae.seeds.trained` take any of them.
 """
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # names for annotations alone, not imported at run time
     from .model import VAE
 
-NAMES = ("vae", "planar_flow", "mixture_prior", "vampprior", "semi_supervised")
+NAMES = ("vae", "planar_flow", "mixture_prior", "vampprior", "semi_supervised", "hierarchical")
 
 
 def family_class(name: str = "vae") -> type[VAE]:
@@ -36,6 +37,9 @@ def family_class(name: str = "vae") -> type[VAE]:
     if name == "semi_supervised":
         from .semisupervised import SemiSupervisedVAE
         return SemiSupervisedVAE
+    if name == "hierarchical":
+        from .hierarchical import HierarchicalVAE
+        return HierarchicalVAE
     raise ValueError(f"unknown model family {name!r}; the families are {', '.join(map(repr, NAMES))}")
 
 

@@ -11,11 +11,13 @@ In words, a model is:
   the other in a single pass), and the per-layer views of both, ``params`` and ``grads``;
 - **a training step**: ``forward_backward(x, eps, kl_weight, free_bits, onehot)`` fills ``flat_grads`` with
   the gradient of the batch's loss and returns ``(loss, reconstruction, kl)`` on the device, from noise
-  ``eps`` of shape ``(N, latent_dim)`` that the loop draws (``draw_normal``, ``host_normal``) from ``rng_``;
+  ``eps`` of shape ``(N, noise_dim)`` that the loop draws (``draw_normal``, ``host_normal``) from ``rng_``
+  (``noise_dim`` is the standard normals one draw of the posterior takes: ``latent_dim``, or both layers' sizes
+  for :class:`~minivae.hierarchical.HierarchicalVAE`);
   ``iwae_forward_backward`` does the same for the importance-weighted bound, and ``check_objective`` refuses
   what the model cannot train on;
 - **a bound and a likelihood**: ``elbo(x)`` per example, and ``log_weights(x, eps)``, the log importance
-  weights ``log p(x, z) - log q(z|x)`` of noise ``eps`` (B, K, latent_dim), from which
+  weights ``log p(x, z) - log q(z|x)`` of noise ``eps`` (B, K, noise_dim), from which
   :func:`minivae.evaluate.log_likelihood` estimates ``log p(x)``;
 - **its inputs checked** (``checked_input``, ``one_hot``) and its latent statistics (``encoder_forward``, the
   posterior's base Gaussian, for the active units);
@@ -60,6 +62,9 @@ class Trainable(Protocol):
     optimizer_: Optimizer | None
     partial_epoch_: dict[str, Any] | None
     stopped_by_: str | None
+
+    @property
+    def noise_dim(self) -> int: ...
 
     def get_config(self) -> dict[str, Any]: ...
 
