@@ -17,14 +17,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import assembly, backward, flows, importance, likelihoods, objectives, planted_bug, priors, sampling, semisupervised, training
+from . import (assembly, backward, flows, hierarchical, importance, likelihoods, objectives, planted_bug, priors, sampling,
+               semisupervised, training)
 from .assembly import FROM_LOSS
 from .checking import TOLERANCE, ExerciseFailed, Mistake, Part, norm_error
 from .checking import check as check_part
 from .planted_bug import PlantedBugModel
 
 PARTS = {part.name: part for module in (backward, sampling, likelihoods, assembly, training, importance, planted_bug,
-                                        objectives, flows, priors, semisupervised)
+                                        objectives, flows, priors, semisupervised, hierarchical)
          for part in module.PARTS}
 
 
