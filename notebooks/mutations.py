@@ -116,6 +116,17 @@ BUGS = [
      "unlabelled = q * (grad_q - (q * grad_q).sum(axis=1, keepdims=True))", "unlabelled = q * grad_q"),
     ("M2's importance weights without log p(y)", "semisupervised.py",
      "log_w = log_w.reshape(B, C, c) - math.log(C)  # + log p(y)", "log_w = log_w.reshape(B, C, c)  # + log p(y)"),
+    ("the two-layer model's z1 without the gradient that comes back through the top encoder", "hierarchical.py",
+     "dz1 = dz1 + self.top_encoder.backward(dmu2, dlogvar2)  # z2 was drawn from z1: the third path",
+     "self.top_encoder.backward(dmu2, dlogvar2)  # z2 was drawn from z1: the third path"),
+    ("the two-layer model's weight without log q(z2|z1)", "hierarchical.py",
+     "return rec, log_q1 - log_p1, log_q2 - log_p2", "return rec, log_q1 - log_p1, -log_p2"),
+    ("the first layer's prior's dr without the -1 of the normaliser", "hierarchical.py",
+     "return gm * scaled, -gm * scaled, -0.5 * gm * ((z1 - m) * scaled - 1)",
+     "return gm * scaled, -gm * scaled, -0.5 * gm * ((z1 - m) * scaled)"),
+    ("the two-layer model's samples of z1 from N(0, I), not from p(z1|z2)", "hierarchical.py",
+     "return m + self.xp.exp(0.5 * r) * self.draw_normal((n, self.latent_dim), rng)",
+     "return self.draw_normal((n, self.latent_dim), rng)"),
 ]
 
 
