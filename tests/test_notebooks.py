@@ -24,7 +24,8 @@ def test_the_notebooks_are_all_here():
     assert {"00_autoencoder.ipynb", "01_elbo.ipynb", "02_reparameterization.ipynb", "03_backprop_by_hand.ipynb",
             "04_training_loop.ipynb", "05_train_digits.ipynb", "06_latent_space.ipynb", "07_likelihood.ipynb",
             "08_posterior_collapse.ipynb", "09_gpu.ipynb", "10_iwae.ipynb", "11_compression.ipynb", "12_conditional.ipynb", "13_planar_flows.ipynb",
-            "14_learned_priors.ipynb", "15_semi_supervised.ipynb", "01_backward_passes.ipynb", "07_find_the_bug.ipynb"} <= names
+            "14_learned_priors.ipynb", "15_semi_supervised.ipynb", "16_two_stochastic_layers.ipynb",
+            "01_backward_passes.ipynb", "07_find_the_bug.ipynb", "12_two_layers.ipynb"} <= names
 
 
 def autograded_elsewhere(path):
