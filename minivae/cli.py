@@ -142,6 +142,8 @@ def run_folder(args):
         parts.append(f"flow{args.flow}")
     if args.prior:
         parts.append(f"{PRIORS[args.prior].replace('_', '-')}{args.components}")
+    if args.top_dim:
+        parts.append(f"top{args.top_dim}")
     if args.likelihood and args.likelihood != defaults["likelihood"]:
         parts.append(args.likelihood.replace("_", "-"))
     if args.binarize:
@@ -157,7 +159,7 @@ def run_folder(args):
 MODEL_OPTIONS = {  # train's options that shape a new model, and their defaults (None: per data set)
     "hidden": None, "latent_dim": LATENT_DIM, "activation": "relu", "likelihood": None, "trials": None,
     "levels": None, "decoder_std": 1.0, "beta": 1.0, "conditional": False, "seed": 0, "flow": 0,
-    "prior": None, "components": None}
+    "prior": None, "components": None, "top_dim": None}
 PRIORS = {"mixture": "mixture_prior", "vamp": "vampprior"}  # train --prior's choices and their families
 COMPONENTS = 10  # --components' default
 
@@ -210,7 +212,8 @@ def check_train_numbers(args):
                                        ("--warmup-epochs", args.warmup_epochs, True, True),
                                        ("--free-bits", args.free_bits, False, True), ("--iwae", args.iwae, True, False),
                                        ("--seed", args.seed, True, True), ("--flow", args.flow, True, True),
-                                       ("--components", args.components, True, False)):
+                                       ("--components", args.components, True, False),
+                                       ("--top-dim", args.top_dim, True, False)):
         if value is not None:
             check_positive(flag, value, integer=integer, allow_zero=zero)
     if isinstance(args.decoder_std, float):
@@ -218,23 +221,29 @@ def check_train_numbers(args):
 
 
 def check_family_options(args):
-    """``--flow``, ``--prior`` and ``--components`` checked together; ``--components`` given its default."""
+    """``--flow``, ``--prior``, ``--components`` and ``--top-dim`` checked together; ``--components`` given its
+    default."""
     if args.components is not None and not args.prior:
         raise ValueError("--components is the number of a learned prior's components: give --prior mixture or "
                          "--prior vamp with it")
-    if args.flow and args.prior:
-        raise ValueError("--flow and --prior make two different families (a flow posterior, a learned prior), "
-                         "and minivae has no model with both: choose one")
+    chosen = [flag for flag, value in (("--flow", args.flow), ("--prior", args.prior), ("--top-dim", args.top_dim))
+              if value]
+    if len(chosen) > 1:
+        raise ValueError(f"{' and '.join(chosen)} make different families (a flow posterior, a learned prior, a "
+                         "second latent layer), and minivae has no model with more than one: choose one")
     if args.prior and args.components is None:
         args.components = COMPONENTS
 
 
-def model_family(args):
-    """The ``family`` part of a new model's configuration from ``--flow``, ``--prior`` and ``--components``."""
+def model_family(args, hidden=()):
+    """The ``family`` part of a new model's configuration from ``--flow``, ``--prior``, ``--components`` and
+    ``--top-dim`` (whose two networks take half of each of the ``hidden`` sizes)."""
     if args.flow:
         return {"family": "planar_flow", "flow_length": args.flow}
     if args.prior:
         return {"family": PRIORS[args.prior], "n_components": args.components}
+    if args.top_dim:
+        return {"family": "hierarchical", "top_dim": args.top_dim, "top_hidden_dims": [max(1, h // 2) for h in hidden]}
     return {}
 
 
@@ -267,9 +276,9 @@ def cmd_train(args):
         trials = (defaults["trials"] if args.trials is None else args.trials) \
             if likelihood in ("binomial", "beta_binomial") else None
         levels = (defaults["levels"] if args.levels is None else args.levels) if likelihood == "categorical" else None
-        family = model_family(args)
-        model = build(family, input_dim=x.shape[1],
-                      hidden_dims=args.hidden if args.hidden is not None else defaults["hidden"],
+        hidden = args.hidden if args.hidden is not None else defaults["hidden"]
+        family = model_family(args, hidden)
+        model = build(family, input_dim=x.shape[1], hidden_dims=hidden,
                       latent_dim=args.latent_dim, activation=args.activation, likelihood=likelihood,
                       decoder_std=args.decoder_std, beta=args.beta, backend=args.backend, seed=args.seed,
                       trials=trials, levels=levels, n_classes=int(y.max()) + 1 if args.conditional else None)
@@ -614,6 +623,10 @@ def build_parser():
                             "the VampPrior (Tomczak & Welling 2018; minivae.VampPriorVAE), trained on the ELBO")
     train.add_argument("--components", type=int, metavar="C",
                        help=f"the learned prior's number of components (default: {COMPONENTS})")
+    train.add_argument("--top-dim", type=int, metavar="L2",
+                       help="a second stochastic layer of L2 units above the first (Burda et al. 2016; "
+                            "minivae.HierarchicalVAE), its two networks half the hidden sizes; trains on the ELBO, "
+                            "or with --iwae on the importance-weighted bound")
     train.add_argument("--binarize", choices=("dynamic", "none"),
                        help="dynamic: redraw binary pixels ~ Bernoulli(x) at every use (the default for a Bernoulli "
                             "model of grey images); none: train on the values as they are")

@@ -221,6 +221,24 @@ def test_train_a_flow_posterior_and_use_its_checkpoint(tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_train_two_stochastic_layers_on_the_importance_weighted_bound(tmp_path, capsys, monkeypatch):
+    from minivae.hierarchical import HierarchicalVAE
+    args = ["train", "--epochs", "2", "--no-progress", "--hidden", "16", "--iw-samples", "20"]
+    monkeypatch.chdir(tmp_path)
+    assert main(args + ["--top-dim", "2", "--iwae", "3"]) == 0
+    checkpoint = tmp_path / "runs" / "digits-iwae3-top2" / "model.npz"
+    model = VAE.load(checkpoint)
+    assert type(model) is HierarchicalVAE and model.top_dim == 2 and model.top_hidden_dims == (8,)
+    assert len(model.history_) == 2 and "test log p(x)" in capsys.readouterr().out
+    assert main(["sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "s.png")]) == 0
+    for bad, message in ((["--top-dim", "0"], "--top-dim must be"), (["--top-dim", "2", "--flow", "2"], "choose one"),
+                         (["--top-dim", "2", "--conditional"], "unconditional"),
+                         (["--top-dim", "2", "--free-bits", "0.5"], "free bits")):
+        assert main(args + bad) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_train_a_learned_prior_and_use_its_checkpoint(tmp_path, capsys, monkeypatch):
     from minivae.cli import build_parser, check_family_options, check_resume_options, model_family, run_folder
     from minivae.priors import VampPriorVAE
