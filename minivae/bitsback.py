@@ -66,6 +66,10 @@ class BitsBackCodec:
                  pixel_precision: int = 24) -> None:
         if not hasattr(model, "likelihood_") or not hasattr(model, "decoder_forward"):
             raise TypeError(f"BitsBackCodec codes with a trained VAE; got {type(model).__name__}")
+        if model.family != "vae":  # its buckets are N(0, I)'s and its posterior the encoder's Gaussian
+            raise ValueError(f"bits-back coding here codes with the plain VAE's prior N(0, I) and posterior; a "
+                             f"{type(model).__name__} (family {model.family!r}) has another, so its code length "
+                             "would not be its bound: code with a plain VAE")
         # 2^latent_precision buckets per latent dimension: each is a column of every image's table of q(z|x)
         latent_precision = check_integer_in("latent_precision", latent_precision, 1, MAX_LATENT_PRECISION)
         posterior_precision = check_integer_in("posterior_precision", posterior_precision, 1, MAX_PRECISION)

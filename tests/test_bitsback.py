@@ -86,6 +86,10 @@ def test_what_cannot_be_coded_is_refused(trained):
             codec.encode(counts)
     with pytest.raises(ValueError, match="categorical or Bernoulli model.*is a density"):
         BitsBackCodec(minivae.VAE(64, hidden_dims=(8,), latent_dim=2, likelihood="gaussian"))
+    for family in (minivae.FlowVAE(64, hidden_dims=(8,), latent_dim=2, likelihood="binomial", trials=16),
+                   minivae.HierarchicalVAE(64, hidden_dims=(8,), latent_dim=2, likelihood="binomial", trials=16)):
+        with pytest.raises(ValueError, match="plain VAE's prior N\\(0, I\\)"):
+            BitsBackCodec(family)
 
 
 def test_a_model_on_either_backend_codes_and_decodes(backend):
