@@ -9,6 +9,7 @@ so likelihoods are comparable across models.
 
 from __future__ import annotations
 
+import functools
 import math
 from types import ModuleType
 
@@ -88,9 +89,13 @@ def binomial_nll(logits: Array, x: Array, n: int, log_binom: Array | None = None
     return nll - log_binom, dlogits
 
 
+@functools.lru_cache(maxsize=8)
 def log_binomial_table(n: int) -> np.ndarray:
-    """``log C(n, k)`` for ``k = 0..n``, a host float64 array of ``n + 1`` entries."""
-    return np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(n + 1)])
+    """``log C(n, k)`` for ``k = 0..n``, a host float64 array of ``n + 1`` entries, read-only: every training
+    step reads it, so it is made once per ``n``."""
+    table = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(n + 1)])
+    table.flags.writeable = False
+    return table
 
 
 def log_binomial_coefficients(x: Array, n: int) -> Array:
