@@ -162,7 +162,7 @@ def fit(model: Model, x: Any, epochs: int = 10, *, batch_size: int = 128, lr: fl
     snapshot = StepSnapshot(model, opt, noise)
     completed, failed_early = 0, False  # steps completed in this call; whether it failed before any
     try:
-        with StopRequests() as stops:
+        with StopRequests() as stops, threads.held():  # one BLAS limit for every step, where it is fixed
             for epoch in range(first, first + epochs):
                 kl_weight = model.beta * (min(1.0, (epoch + 1) / warmup_epochs) if warmup_epochs else 1.0)
                 if place is None:

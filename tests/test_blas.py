@@ -139,4 +139,10 @@ def test_the_limit_holds_only_while_minivae_computes():
     before = numpys_blas()["num_threads"]
     with blas.one_thread():
         assert numpys_blas()["num_threads"] == 1
+        with blas.one_thread():  # inside another: it sets nothing, and leaving it restores nothing
+            assert numpys_blas()["num_threads"] == 1
+        assert numpys_blas()["num_threads"] == 1
+    assert numpys_blas()["num_threads"] == before
+    model = VAE(64, hidden_dims=(16,), latent_dim=2, seed=0)  # its products are small: one thread throughout fit
+    model.fit((np.random.default_rng(0).random((64, 64)) > 0.5).astype(float), epochs=1, batch_size=16, progress=False)
     assert numpys_blas()["num_threads"] == before

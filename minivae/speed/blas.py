@@ -72,9 +72,23 @@ def product_size(model, rows):
     return rows * max(W.shape[0] * W.shape[1] for name, W in model.params.items() if name.endswith(".W"))
 
 
+_held = 0  # one_thread contexts open: inside one, another has nothing to set
+
+
+@contextlib.contextmanager
 def one_thread():
-    """A context in which BLAS products run on one thread."""
-    return controller().limit(limits=1, user_api="blas")
+    """A context in which BLAS products run on one thread. Inside another it costs nothing: setting and
+    restoring the limit takes tens of microseconds, as long as a whole step of a small model's."""
+    global _held
+    if _held:
+        yield
+        return
+    with controller().limit(limits=1, user_api="blas"):
+        _held += 1
+        try:
+            yield
+        finally:
+            _held -= 1
 
 
 def fixed_choice(model, rows):
@@ -134,6 +148,11 @@ class StepThreads:
     def chosen(self):
         """A context with this epoch's choice (for the work between steps, such as validation)."""
         return one_thread() if self.choice == "one" else contextlib.nullcontext()
+
+    def held(self):
+        """A context for the whole of training: one thread throughout where the rule fixes it, so that each
+        :meth:`step` sets nothing; else nothing, and each step sets its own."""
+        return one_thread() if self.fixed == "one" else contextlib.nullcontext()
 
     @contextlib.contextmanager
     def step(self):
