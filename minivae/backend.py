@@ -111,6 +111,8 @@ def get_array_module(*arrays: Any) -> ModuleType:
     CuPy arrays is an error: moving data between devices must be explicit.
     """
     cupy = _loaded_cupy()
+    if cupy is None:  # nothing imported CuPy, so no argument is a CuPy array: the answer needs no look
+        return np
     found = None
     for a in arrays:
         if cupy is not None and isinstance(a, cupy.ndarray):

@@ -143,7 +143,7 @@ class SGD(Optimizer):
         v = self._buffer("v", w) if self.momentum else w  # without momentum, v is never read
         xp = get_array_module(w, dw)
         names = ("w", "v") if self.momentum else ("w",)  # what the update changes
-        if fused.requested() and xp is not np:  # one CUDA kernel (see minivae.speed.gpu_kernels)
+        if xp is not np and fused.requested():  # one CUDA kernel (see minivae.speed.gpu_kernels)
             one = w.dtype.type
             buffers = None if saved is None else saved.buffers(names, w)
             gpu_kernels.sgd(w, dw, v, one(self.lr), one(self.momentum), buffers)
@@ -228,7 +228,7 @@ class Adam(Optimizer):
         tiny = np.finfo(w.dtype).tiny  # the smallest normal number
         one = w.dtype.type  # each scalar in the arrays' precision, as NumPy casts it below
         scalars = (one(b1), one(1 - b1), one(b2), one(1 - b2), one(lr_t), one(eps_hat), one(tiny), flush)
-        if fused.requested() and xp is not np:  # the same update as one CUDA kernel (see minivae.speed.gpu_kernels)
+        if xp is not np and fused.requested():  # the same update as one CUDA kernel (see minivae.speed.gpu_kernels)
             buffers = None if saved is None else saved.buffers(("w", "m", "v"), w)
             gpu_kernels.adam(w, dw, m, v, *scalars, saved=buffers)
             if saved is not None:
